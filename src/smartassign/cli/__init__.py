@@ -1,0 +1,46 @@
+"""The ``smartassign`` command line: one subcommand module per verb, each only calling the library."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from smartassign import __version__
+from smartassign.cli import info
+from smartassign.errors import SmartAssignError
+
+# Each module defines ``register(subparsers)`` that adds its parser and sets ``func``.
+COMMANDS = (info,)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The top-level parser with every subcommand."""
+    parser = argparse.ArgumentParser(prog="smartassign", description="Remove rain and snow from photographs.")
+    parser.add_argument("--version", action="version", version=f"smartassign {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging and full tracebacks")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for module in COMMANDS:
+        module.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point: parse, run, and turn user errors into one line and an exit code."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s")
+    try:
+        return int(args.func(args) or 0)
+    except SmartAssignError as exc:
+        if args.verbose:
+            raise
+        print(f"smartassign: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("smartassign: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
