@@ -1,0 +1,35 @@
+"""Data: public paired datasets, the offline photo corpus, synthetic rain/snow, and mixed labelled loading."""
+
+from smartassign.data.corpus import clean_photos, load_downscaled, load_rgb
+from smartassign.data.datasets import LAYOUTS, LayoutReport, PairedDataset, check_layout
+from smartassign.data.download import ARCHIVES, fetch
+from smartassign.data.mixed import (
+    LABELS,
+    PAPER_PAIRINGS,
+    BalancedBatchSampler,
+    MixedDataset,
+    SyntheticPairs,
+    mixed_loader,
+)
+from smartassign.data.synth import add_rain, add_snow, synthesize
+
+__all__ = [
+    "ARCHIVES",
+    "LABELS",
+    "LAYOUTS",
+    "PAPER_PAIRINGS",
+    "BalancedBatchSampler",
+    "LayoutReport",
+    "MixedDataset",
+    "PairedDataset",
+    "SyntheticPairs",
+    "add_rain",
+    "add_snow",
+    "check_layout",
+    "clean_photos",
+    "fetch",
+    "load_downscaled",
+    "load_rgb",
+    "mixed_loader",
+    "synthesize",
+]
