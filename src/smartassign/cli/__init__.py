@@ -8,11 +8,11 @@ import sys
 from collections.abc import Sequence
 
 from smartassign import __version__
-from smartassign.cli import info
+from smartassign.cli import data, info
 from smartassign.errors import SmartAssignError
 
 # Each module defines ``register(subparsers)`` that adds its parser and sets ``func``.
-COMMANDS = (info,)
+COMMANDS = (info, data)
 
 
 def build_parser() -> argparse.ArgumentParser:
