@@ -5,7 +5,8 @@
 set -euo pipefail
 
 PACKAGES=(mate-backgrounds plasma-workspace-wallpapers lomiri-wallpapers-16.04 lomiri-wallpapers-20.04 tuxpaint-data)
-PYTHON="${PYTHON:-.venv/bin/python}"
+CLI="${SMARTASSIGN:-.venv/bin/smartassign}"
+[ -x "$CLI" ] || CLI=smartassign
 
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then
@@ -26,4 +27,4 @@ if [ "${#available[@]}" -gt 0 ]; then
     $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${available[@]}"
 fi
 
-"$PYTHON" -m smartassign.cli data photos --cache
+"$CLI" data photos --cache

@@ -51,7 +51,7 @@ def run_check(args: argparse.Namespace) -> int:
         print(line)
     print(report.summary())
     if not report.ok:
-        raise DataError(f"{args.path}: {len(report.problems)} problems, {report.pairs} good pairs ({args.layout})")
+        raise DataError(f"{args.path}: {len(report.problems)} problem(s), {report.pairs} good pairs ({args.layout})")
     return 0
 
 

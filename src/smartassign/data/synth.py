@@ -102,6 +102,11 @@ def _veil(clean: np.ndarray, rng: np.random.Generator, beta: float, light: np.nd
     return clean * t + light * (1.0 - t)
 
 
+def _layer_depths(n: int, rng: np.random.Generator) -> np.ndarray:
+    """``n`` depths in (0, 1), one per equal stratum: layers stay distinct in size, near to far."""
+    return (np.arange(n) + 0.5 + rng.uniform(-0.3, 0.3, n)) / n
+
+
 def _sparse_seeds(h: int, w: int, count: int, rng: np.random.Generator, low: float) -> np.ndarray:
     """``count`` impulses at random pixels with amplitudes in [low, 1]; coincident ones add up."""
     idx = rng.integers(0, h * w, size=count)
@@ -116,7 +121,7 @@ def add_rain(clean: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, d
     s = _scale(h, w)
     angle = math.radians(rng.uniform(-25.0, 25.0))
     n_layers = int(rng.integers(1, 4))
-    depths = np.sort(rng.uniform(0.0, 1.0, n_layers))
+    depths = _layer_depths(n_layers, rng)
     heavy = rng.random() < 0.5
     beta = float(rng.uniform(0.3, 1.6) if heavy else rng.uniform(0.0, 0.4))
     light = np.clip(rng.uniform(0.72, 0.95) + rng.normal(0.0, 0.015, 3), 0.0, 1.0).astype(np.float32)
@@ -125,7 +130,7 @@ def add_rain(clean: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, d
     layers = []
     for z in depths:
         z = float(z)
-        length = rng.uniform(14.0, 42.0) * s * (1.0 - 0.55 * z)
+        length = rng.uniform(18.0, 45.0) * s * (1.0 - 0.4 * z)
         width = rng.uniform(0.5, 1.1) * s * (1.0 - 0.4 * z)
         density = rng.uniform(0.0015, 0.008) * (1.0 + 2.0 * z)  # drops per pixel; far layers look denser
         intensity = rng.uniform(0.35, 0.85) * (1.0 - 0.45 * z)
@@ -162,7 +167,7 @@ def add_snow(clean: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, d
     s = _scale(h, w)
     wind = math.radians(rng.uniform(-40.0, 40.0))
     n_layers = int(rng.integers(2, 5))
-    depths = np.sort(rng.uniform(0.0, 1.0, n_layers))
+    depths = _layer_depths(n_layers, rng)
     beta = float(rng.uniform(0.0, 1.2))
     light = np.clip(rng.uniform(0.8, 0.97) + rng.normal(0.0, 0.01, 3), 0.0, 1.0).astype(np.float32)
     color = np.clip(rng.uniform(0.9, 1.0) + np.array([-0.01, 0.0, 0.02]) * rng.random(), 0.0, 1.0).astype(np.float32)
