@@ -1,0 +1,208 @@
+"""``smartassign restore IN... -o OUTDIR``: restore files, folders and globs; one line per image, a JSON report.
+
+A bad image never stops the batch: it is listed with its problem and the exit
+code is 1 (0 when every image was restored or skipped, 2 for usage, weights or
+configuration errors). Outputs are written atomically, never onto an input
+file, and existing outputs are skipped unless ``--overwrite``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import os
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from smartassign.checkpoint import atomic_write_text
+from smartassign.errors import ConfigError, ImageError
+from smartassign.io import MAX_PIXELS, SUFFIX_FORMAT, WRITABLE, Picture, read_image, save_picture
+from smartassign.restore import Restorer
+
+FORMATS = {"jpeg": "JPEG", "png": "PNG", "webp": "WEBP", "tiff": "TIFF"}
+# Files read that are written in another format: multi-picture JPEG as JPEG, everything else as PNG.
+WRITE_AS = {".mpo": "JPEG"}
+IMAGE_SUFFIXES = {*SUFFIX_FORMAT, *WRITE_AS, ".bmp", ".gif"}
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add the ``restore`` subcommand."""
+    p = sub.add_parser("restore", help="remove rain or snow from images", description=__doc__.split("\n\n")[0])
+    p.add_argument("inputs", nargs="+", metavar="IN", help="image files, folders or glob patterns")
+    p.add_argument("-o", "--output", required=True, type=Path, metavar="OUTDIR", help="folder for restored images")
+    p.add_argument("--recursive", action="store_true", help="descend into sub-folders (kept in OUTDIR); '**' in globs")
+    p.add_argument("--task", choices=["auto", "rain", "snow"], default="auto", help="auto: the recognition head picks")
+    p.add_argument("--weights", type=Path, help="a .safetensors file with its .json beside it; default: bundled small")
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
+    p.add_argument("--tile", type=int, default=512, help="tile side in pixels; 0 restores the whole image at once")
+    p.add_argument("--overlap", type=int, default=32, help="pixels shared by neighbouring tiles, blended")
+    p.add_argument("--side-by-side", action="store_true", help="also write NAME_compare.EXT: input | restored")
+    p.add_argument("--suffix", default="", help="appended to each output's stem, e.g. _restored")
+    p.add_argument("--format", choices=sorted(FORMATS), help="output format (default: the input's)")
+    p.add_argument("--report", type=Path, help="write a JSON report of every input here")
+    p.add_argument("--overwrite", action="store_true", help="replace existing outputs (inputs are never replaced)")
+    p.add_argument(
+        "--max-megapixels", type=float, default=MAX_PIXELS / 1e6, help="refuse larger images (decompression bombs)"
+    )
+    p.set_defaults(func=run)
+
+
+@dataclass
+class Job:
+    """One input image, where its restoration goes and in which format."""
+
+    source: Path
+    target: Path
+    fmt: str
+
+
+@dataclass
+class Outcome:
+    """What happened to one input: a row of the JSON report."""
+
+    input: str
+    output: str | None
+    status: str  # "restored", "skipped" or "failed"
+    task: str | None = None
+    confidence: float | None = None
+    seconds: float | None = None
+    width: int | None = None
+    height: int | None = None
+    error: str | None = None
+
+
+def _is_within(path: Path, folder: Path) -> bool:
+    """Whether ``path`` lies inside ``folder`` (both resolved)."""
+    return path.resolve().is_relative_to(folder.resolve())
+
+
+def images_in(folder: Path, recursive: bool, exclude: Path) -> list[Path]:
+    """Image files in ``folder`` by suffix, sorted; hidden files and anything inside ``exclude`` are left out."""
+    found = folder.rglob("*") if recursive else folder.iterdir()
+    return sorted(
+        p
+        for p in found
+        if p.is_file()
+        and p.suffix.lower() in IMAGE_SUFFIXES
+        and not any(part.startswith(".") for part in p.relative_to(folder).parts)
+        and not _is_within(p, exclude)
+    )
+
+
+def expand_inputs(patterns: list[str], recursive: bool, exclude: Path) -> tuple[list[tuple[Path, Path]], list[Outcome]]:
+    """``(file, its path relative to OUTDIR)`` for every input found, and a failure per pattern matching nothing."""
+    found: list[tuple[Path, Path]] = []
+    missing: list[Outcome] = []
+    for pattern in patterns:
+        path = Path(pattern)
+        if path.is_dir():
+            found += [(f, f.relative_to(path)) for f in images_in(path, recursive, exclude)]
+        elif path.exists():
+            found.append((path, Path(path.name)))
+        elif glob.has_magic(pattern) and (matches := sorted(glob.glob(pattern, recursive=recursive))):
+            found += [(Path(m), Path(Path(m).name)) for m in matches if Path(m).is_file()]
+        else:
+            missing.append(Outcome(pattern, None, "failed", error=f"{pattern}: no such file, folder or match"))
+    return found, missing
+
+
+def plan(relative: Path, suffix: str, fmt: str | None) -> tuple[Path, str]:
+    """Output path (relative to OUTDIR) and format: ``fmt``, else the input suffix's, else PNG."""
+    ext = relative.suffix
+    fmt = fmt or SUFFIX_FORMAT.get(ext.lower()) or WRITE_AS.get(ext.lower(), "PNG")
+    if SUFFIX_FORMAT.get(ext.lower()) != fmt:
+        ext = WRITABLE[fmt]
+    return relative.with_name(f"{relative.stem}{suffix}{ext}"), fmt
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    """Whether two paths name the same file (by inode where both exist)."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return a.resolve() == b.resolve()
+
+
+def restore_one(restorer: Restorer, job: Job, args: argparse.Namespace, inputs: list[Path]) -> Outcome:
+    """Read, restore and write one image (and its side-by-side); errors propagate to the caller."""
+    compare = job.target.with_name(f"{job.target.stem}_compare{job.target.suffix}")
+    targets = (job.target, compare) if args.side_by_side else (job.target,)
+    for out in targets:
+        if any(_same_file(out, i) for i in inputs):
+            raise ImageError(f"{job.source}: refusing to write {out}, which is an input; choose another -o or --suffix")
+    if not args.overwrite and all(out.exists() for out in targets):
+        reason = f"{job.target} exists (--overwrite replaces it)"
+        return Outcome(str(job.source), str(job.target), "skipped", error=reason)
+    picture = read_image(job.source, int(args.max_megapixels * 1e6))
+    result = restorer.restore(picture.pixels, task=args.task)
+    save_picture(job.target, Picture(result.image, job.fmt, picture.icc_profile, picture.exif))
+    if args.side_by_side:
+        both = np.concatenate([picture.pixels, result.image], axis=1)
+        save_picture(compare, Picture(both, job.fmt, picture.icc_profile, picture.exif))
+    h, w = result.image.shape[:2]
+    return Outcome(str(job.source), str(job.target), "restored", result.task, result.confidence, result.seconds, w, h)
+
+
+def describe(outcome: Outcome) -> str:
+    """One terminal line for an outcome."""
+    if outcome.status == "restored":
+        sure = f"{outcome.confidence:.0%}" if outcome.confidence is not None else "given"
+        return f"{outcome.input} -> {outcome.output}  {outcome.task} ({sure})  {outcome.seconds:.1f} s"
+    if outcome.status == "skipped":
+        return f"{outcome.input}: skipped, {outcome.error}"
+    return f"smartassign: {outcome.error}"
+
+
+def run(args: argparse.Namespace) -> int:
+    """Restore every input, one line each; exit 1 if any failed."""
+    if args.max_megapixels <= 0:
+        raise ConfigError(f"--max-megapixels must be positive, got {args.max_megapixels}")
+    found, outcomes = expand_inputs(args.inputs, args.recursive, args.output)
+    if not found and not outcomes:
+        raise ImageError(f"no images found in: {' '.join(args.inputs)}")
+    inputs = [f for f, _ in found]
+    if args.report is not None and any(_same_file(args.report, i) for i in inputs):
+        raise ConfigError(f"--report {args.report} is one of the inputs; choose another path")
+    try:
+        args.output.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"{args.output}: cannot create the output folder ({exc.strerror or exc})") from None
+    restorer = Restorer.from_weights(args.weights, device=args.device, tile=args.tile, overlap=args.overlap)
+    for outcome in outcomes:
+        print(describe(outcome), file=sys.stderr)
+    planned: dict[Path, Path] = {}
+    for source, relative in tqdm(found, desc="restoring", unit="image", disable=None):
+        name, fmt = plan(relative, args.suffix, FORMATS.get(args.format or ""))
+        job = Job(source, args.output / name, fmt)
+        try:
+            if job.target in planned:
+                raise ImageError(f"{source}: {job.target} is also the output of {planned[job.target]}; rename one")
+            planned[job.target] = source
+            outcome = restore_one(restorer, job, args, inputs)
+        except ImageError as exc:
+            outcome = Outcome(str(source), None, "failed", error=str(exc))
+        except OSError as exc:  # e.g. a full disk or a read-only folder while writing
+            outcome = Outcome(str(source), None, "failed", error=f"{source}: cannot write {job.target} ({exc})")
+        except (MemoryError, torch.OutOfMemoryError):
+            outcome = Outcome(str(source), None, "failed", error=f"{source}: out of memory; try a smaller --tile")
+        outcomes.append(outcome)
+        tqdm.write(describe(outcome), file=sys.stderr if outcome.status == "failed" else sys.stdout)
+    failed = [o for o in outcomes if o.status == "failed"]
+    restored = sum(o.status == "restored" for o in outcomes)
+    skipped = sum(o.status == "skipped" for o in outcomes)
+    print(f"{restored} restored, {skipped} skipped, {len(failed)} failed")
+    if failed:
+        print(f"failed ({len(failed)} of {len(outcomes)}):", file=sys.stderr)
+        for outcome in failed:
+            print(f"  {outcome.error}", file=sys.stderr)
+    if args.report is not None:
+        images = [asdict(o) for o in outcomes]
+        report = {"restored": restored, "skipped": skipped, "failed": len(failed), "images": images}
+        atomic_write_text(args.report, json.dumps(report, indent=2) + "\n")
+    return 1 if failed else 0
