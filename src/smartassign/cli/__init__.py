@@ -8,11 +8,11 @@ import sys
 from collections.abc import Sequence
 
 from smartassign import __version__
-from smartassign.cli import data, info, restore
+from smartassign.cli import data, export, info, restore
 from smartassign.errors import SmartAssignError
 
 # Each module defines ``register(subparsers)`` that adds its parser and sets ``func``.
-COMMANDS = (info, data, restore)
+COMMANDS = (info, data, restore, export)
 
 
 def build_parser() -> argparse.ArgumentParser:
