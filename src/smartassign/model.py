@@ -162,6 +162,10 @@ class RestorationHead(nn.Module):
     def __init__(self, cin: int, channels: int) -> None:
         super().__init__()
         self.body = nn.Sequential(conv3(cin, channels), nn.GELU(), conv3(channels, channels), nn.GELU(), conv3(channels, 3))
+        # Start as the identity map: an untrained head returns its input instead
+        # of noise, which shortens the plateau before the residual is learnt.
+        nn.init.zeros_(self.body[-1].weight)
+        nn.init.zeros_(self.body[-1].bias)
 
     def forward(self, feats: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
         """``(B, cin, H, W), (B, 3, H, W) -> (B, 3, H, W)``."""
@@ -176,11 +180,14 @@ class RecognitionHead(nn.Module):
         self.body = nn.Sequential(
             conv3(cin, channels), nn.GELU(), conv3(channels, channels), nn.GELU(), conv3(channels, channels)
         )
+        # Normalising the pooled vector keeps early logits small: with the MSE
+        # recognition loss a saturated softmax has no gradient to recover from.
+        self.norm = nn.LayerNorm(channels)
         self.fc = nn.Linear(channels, 2)
 
     def forward(self, feats: torch.Tensor) -> torch.Tensor:
         """``(B, cin, H, W) -> (B, 2)``."""
-        return self.fc(self.body(feats).mean(dim=(2, 3)))
+        return self.fc(self.norm(self.body(feats).mean(dim=(2, 3))))
 
 
 class DRM(nn.Module):

@@ -1,0 +1,128 @@
+"""The five losses on hand-built cases whose answer is known."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from smartassign.config import LossConfig
+from smartassign.losses import (
+    DERIVATIVE_BANK,
+    charbonnier,
+    contrast_infonce,
+    contrast_literal,
+    gradient_loss,
+    recognition_loss,
+    sparsity_loss,
+    total_loss,
+)
+from smartassign.model import Output
+
+
+def test_charbonnier_is_eps_at_equality_and_grows_like_l1() -> None:
+    x = torch.rand(2, 3, 8, 8)
+    assert charbonnier(x, x, 1e-3).item() == pytest.approx(1e-3, rel=1e-4)
+    assert charbonnier(x + 0.5, x, 1e-3).item() == pytest.approx(0.5, rel=1e-4)
+
+
+def test_gradient_loss_zero_for_equal_and_for_constant_shift() -> None:
+    x = torch.rand(1, 3, 16, 16)
+    assert gradient_loss(x, x).item() == 0.0
+    # A brightness offset has the same gradients: the gradient loss ignores it.
+    assert gradient_loss(x + 0.2, x).item() == pytest.approx(0.0, abs=1e-10)
+
+
+def test_gradient_loss_catches_a_shifted_edge() -> None:
+    edge = torch.zeros(1, 1, 16, 16)
+    edge[..., 8:] = 1.0
+    shifted = torch.roll(edge, 2, dims=-1)
+    shifted[..., :2] = 0.0
+    assert gradient_loss(edge, edge).item() == 0.0
+    assert gradient_loss(shifted, edge).item() > 0.01
+    # Pixel-wise both images differ only in two columns; the gradient loss sees it.
+    assert charbonnier(shifted, edge).item() < 0.15
+
+
+def test_sparsity_bank_and_values() -> None:
+    assert DERIVATIVE_BANK.shape == (5, 3, 3)
+    assert torch.allclose(DERIVATIVE_BANK.sum(dim=(1, 2)), torch.zeros(5))  # derivatives kill constants
+    flat = torch.full((1, 3, 12, 12), 0.4)
+    assert sparsity_loss(flat, flat).item() == 0.0
+    noisy = flat + 0.1 * torch.randn_like(flat)
+    # Restoring a smooth image from a noisy one: both R and I - R are sparse-ish; a noisy R is penalised more.
+    assert sparsity_loss(noisy, flat).item() > sparsity_loss(flat, noisy).item() * 0.5
+    assert sparsity_loss(noisy, noisy).item() > 0.0
+
+
+def test_recognition_loss_orders_good_and_bad_predictions() -> None:
+    labels = torch.tensor([0, 1, 1])
+    good = torch.tensor([[5.0, -5.0], [-5.0, 5.0], [-4.0, 4.0]])
+    assert recognition_loss(good, labels).item() < 1e-3
+    assert recognition_loss(-good, labels).item() > 0.9
+    assert recognition_loss(good, labels, "ce").item() < recognition_loss(-good, labels, "ce").item()
+
+
+def _atoms(spread: float, separation: float, seed: int = 0) -> dict[str, torch.Tensor]:
+    """Three kinds of rows: a shared centre per kind, ``separation`` apart, with ``spread`` noise."""
+    g = torch.Generator().manual_seed(seed)
+    centres = torch.randn(3, 16, generator=g)
+    base = torch.randn(16, generator=g)
+    out = {}
+    for i, name in enumerate(("rk", "ck", "sk")):
+        centre = base + separation * centres[i]
+        out[name] = (centre + spread * torch.randn(2, 8, 16, generator=g)).abs()
+    return out
+
+
+def test_infonce_falls_when_same_kind_closer_and_rises_when_kinds_closer() -> None:
+    ref = contrast_infonce(_atoms(spread=1.0, separation=1.0)).item()
+    tighter = contrast_infonce(_atoms(spread=0.3, separation=1.0)).item()
+    kinds_closer = contrast_infonce(_atoms(spread=1.0, separation=0.2)).item()
+    assert tighter < ref < kinds_closer
+
+
+def test_infonce_is_finite_for_degenerate_rows() -> None:
+    zeros = {k: torch.zeros(1, 4, 8, requires_grad=True) for k in ("rk", "ck", "sk")}
+    loss = contrast_infonce(zeros)
+    loss.backward()
+    assert torch.isfinite(loss) and all(torch.isfinite(z.grad).all() for z in zeros.values())
+
+
+def test_literal_form_rewards_mixing_kinds() -> None:
+    """Eq. 17 as printed grows when kinds separate: the reason it is not the default."""
+    mixed = contrast_literal(_atoms(spread=0.5, separation=0.1)).item()
+    separated = contrast_literal(_atoms(spread=0.5, separation=2.0)).item()
+    assert separated > mixed
+    zeros = {k: torch.zeros(1, 4, 8) for k in ("rk", "ck", "sk")}
+    assert torch.isfinite(contrast_literal(zeros))
+
+
+def test_total_loss_uses_the_head_matching_each_label() -> None:
+    target = torch.rand(2, 3, 8, 8)
+    degraded = target + 0.2
+    wrong = torch.zeros_like(target)
+    out = Output(derain=torch.stack([target[0], wrong[1]]), desnow=torch.stack([wrong[0], target[1]]), logits=None)
+    batch = {"input": degraded, "target": target, "label": torch.tensor([0, 1])}
+    terms = total_loss(out, batch, LossConfig())
+    assert terms["char"].item() == pytest.approx(1e-3, rel=1e-3)
+    assert terms["grad"].item() == 0.0
+    swapped = total_loss(out, {**batch, "label": torch.tensor([1, 0])}, LossConfig())
+    assert swapped["char"].item() > 0.1
+    assert set(terms) == {"char", "grad", "sparsity", "total"}
+
+
+def test_total_loss_weights_match_eq_19() -> None:
+    torch.manual_seed(0)
+    target = torch.rand(2, 3, 8, 8)
+    out = Output(
+        derain=torch.rand(2, 3, 8, 8),
+        desnow=torch.rand(2, 3, 8, 8),
+        logits=torch.randn(2, 2),
+        embeddings={k: torch.rand(2, 4, 6) for k in ("rk", "ck", "sk")},
+    )
+    batch = {"input": torch.rand(2, 3, 8, 8), "target": target, "label": torch.tensor([0, 1])}
+    t = total_loss(out, batch, LossConfig())
+    expected = t["char"] + t["grad"] + t["recog"] + 0.01 * t["sparsity"] + 0.001 * t["contra"]
+    assert torch.allclose(t["total"], expected)
+    lit = total_loss(out, batch, LossConfig(contrast="literal"))
+    assert not torch.allclose(lit["contra"], t["contra"])
