@@ -8,11 +8,11 @@ import sys
 from collections.abc import Sequence
 
 from smartassign import __version__
-from smartassign.cli import data, export, info, restore
+from smartassign.cli import data, export, info, restore, serve
 from smartassign.errors import SmartAssignError
 
 # Each module defines ``register(subparsers)`` that adds its parser and sets ``func``.
-COMMANDS = (info, data, restore, export)
+COMMANDS = (info, data, restore, export, serve)
 
 
 def build_parser() -> argparse.ArgumentParser:
