@@ -15,7 +15,8 @@ import pytest
 import torch
 from PIL import Image
 
-pytest.importorskip("fastapi", reason="the 'serve' extra (fastapi, python-multipart) is not installed")
+for module in ("fastapi", "multipart", "uvicorn"):
+    pytest.importorskip(module, reason="the 'serve' extra (fastapi, python-multipart, uvicorn) is not installed")
 from fastapi.testclient import TestClient  # noqa: E402
 
 from smartassign import build_model  # noqa: E402
@@ -297,7 +298,8 @@ def test_full_queue_is_503_then_recovers(restorer: Restorer) -> None:
 def test_serve_command_passes_address_and_limits(
     restorer: Restorer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    uvicorn = pytest.importorskip("uvicorn")
+    import uvicorn
+
     weights = tmp_path / "tiny.safetensors"
     save_weights(restorer.model, weights)
     calls: list[dict] = []

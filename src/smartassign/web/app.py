@@ -12,14 +12,18 @@ from __future__ import annotations
 
 import asyncio
 import io
+import socket
 import tempfile
+import threading
+import time
 import warnings
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import uvicorn
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import FileResponse, Response
 from fastapi.staticfiles import StaticFiles
@@ -318,3 +322,24 @@ def create_app(
         return Response(result.body, media_type=FORMATS[fmt][1], headers=headers)
 
     return app
+
+
+@contextmanager
+def serve_in_background(app: FastAPI, host: str = "127.0.0.1", port: int = 0) -> Iterator[str]:
+    """Run ``app`` on uvicorn in a daemon thread (port 0: a free one); yields its base URL and stops it on exit."""
+    # Bind here and hand the socket over, so nothing else can take a free port between choosing and listening.
+    with socket.socket() as sock:
+        sock.bind((host, port))
+        server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+        thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+        thread.start()
+        deadline = time.monotonic() + 30
+        while not server.started:
+            if not thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError(f"uvicorn did not start on {host}:{sock.getsockname()[1]}")
+            time.sleep(0.02)
+        try:
+            yield f"http://{host}:{sock.getsockname()[1]}/"
+        finally:
+            server.should_exit = True
+            thread.join(10)
