@@ -80,7 +80,7 @@ class SyntheticPairs(Dataset):
         y, x = int(rng.integers(0, h - side + 1)), int(rng.integers(0, w - side + 1))
         patch = photo[y : y + side, x : x + side]
         if side != self.crop:  # shrinking for zoom, or enlarging a photo smaller than the crop
-            patch = np.asarray(Image.fromarray(patch).resize((self.crop, self.crop), Image.Resampling.BICUBIC))
+            patch = np.asarray(Image.fromarray(patch).resize((self.crop, self.crop), Image.Resampling.BILINEAR))
         flip_h = flip_v = False
         turns = 0
         if self.augment:
