@@ -10,10 +10,11 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import imagecodecs
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+from PIL import Image, ImageCms
 
 for module in ("fastapi", "multipart", "uvicorn"):
     pytest.importorskip(module, reason="the 'serve' extra (fastapi, python-multipart, uvicorn) is not installed")
@@ -81,22 +82,36 @@ def test_chosen_task_and_jpeg_output(client: TestClient) -> None:
         assert (out.format, out.size, out.mode) == ("JPEG", (W, H), "RGB")
 
 
-def test_gray_png_stays_gray(client: TestClient) -> None:
-    response = post(client, encode(mode="L"))
+@pytest.mark.parametrize(
+    ("mode", "channels", "dtype"), [("L", 1, np.uint8), ("RGBA", 4, np.uint8), ("RGB16", 3, np.uint16)]
+)
+def test_png_layout_is_kept(client: TestClient, mode: str, channels: int, dtype: type) -> None:
+    """Gray stays gray, alpha is passed through, 16-bit colour stays 16-bit."""
+    rng = np.random.default_rng(1)
+    if mode == "RGB16":
+        data = imagecodecs.png_encode(rng.integers(0, 65536, (H, W, 3), dtype=np.uint16))
+    else:
+        data = encode(mode=mode)
+    response = post(client, data)
     assert response.status_code == 200, response.text
-    with Image.open(io.BytesIO(response.content)) as out:
-        assert (out.size, out.mode) == ((W, H), "L")
+    pixels = imagecodecs.png_decode(response.content)
+    assert pixels.shape[:2] == (H, W) and (pixels.shape[2] if pixels.ndim == 3 else 1) == channels
+    assert pixels.dtype == dtype
+    if mode == "RGBA":
+        assert np.array_equal(pixels[..., 3], imagecodecs.png_decode(data)[..., 3])
 
 
-def test_exif_orientation_is_applied(client: TestClient) -> None:
+def test_exif_orientation_is_applied_and_icc_profile_kept(client: TestClient) -> None:
     buf = io.BytesIO()
     exif = Image.Exif()
     exif[0x0112] = 6  # stored landscape, displayed portrait
-    Image.new("RGB", (W, H), "gray").save(buf, format="JPEG", exif=exif)
+    icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    Image.new("RGB", (W, H), "gray").save(buf, format="JPEG", exif=exif, icc_profile=icc)
     response = post(client, buf.getvalue(), name="rotated.jpg")
     assert response.status_code == 200, response.text
     with Image.open(io.BytesIO(response.content)) as out:
         assert out.size == (H, W)
+        assert out.info["icc_profile"] == icc
 
 
 @pytest.mark.parametrize(
