@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import httpx
 import imagecodecs
 import numpy as np
 import pytest
@@ -23,7 +24,7 @@ from fastapi.testclient import TestClient  # noqa: E402
 from smartassign import build_model  # noqa: E402
 from smartassign.checkpoint import save_weights  # noqa: E402
 from smartassign.cli import main  # noqa: E402
-from smartassign.restore import Restorer  # noqa: E402
+from smartassign.restore import Restored, Restorer  # noqa: E402
 from smartassign.web.app import STATIC, create_app  # noqa: E402
 
 W, H = 64, 48
@@ -49,7 +50,7 @@ def encode(fmt: str = "PNG", size: tuple[int, int] = (W, H), mode: str = "RGB") 
     return buf.getvalue()
 
 
-def post(client: TestClient, data: bytes, name: str = "photo.png", **fields: str):
+def post(client: TestClient, data: bytes, name: str = "photo.png", **fields: str) -> httpx.Response:
     """POST ``data`` as the file field of /api/restore."""
     return client.post("/api/restore", files={"file": (name, data, "application/octet-stream")}, data=fields)
 
@@ -198,7 +199,12 @@ def test_uploads_are_not_left_on_disk(client: TestClient, monkeypatch: pytest.Mo
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     made: list[str] = []
     original_mkdtemp = tempfile.mkdtemp
-    monkeypatch.setattr(tempfile, "mkdtemp", lambda *a, **k: made.append(original_mkdtemp(*a, **k)) or made[-1])
+
+    def recording_mkdtemp(*args: object, **kwargs: object) -> str:
+        made.append(original_mkdtemp(*args, **kwargs))
+        return made[-1]
+
+    monkeypatch.setattr(tempfile, "mkdtemp", recording_mkdtemp)
 
     def no_spooling(*args: object, **kwargs: object) -> None:
         raise AssertionError("an upload was spooled to a temporary file")
@@ -246,7 +252,7 @@ class GatedRestorer:
         self.active = self.peak = 0
         self._lock = threading.Lock()
 
-    def restore(self, image: np.ndarray, task: str = "auto"):
+    def restore(self, image: np.ndarray, task: str = "auto") -> Restored:
         """Wait for the gate, then restore."""
         with self._lock:
             self.active += 1

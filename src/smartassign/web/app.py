@@ -155,6 +155,7 @@ def check_pixels(data: bytes, fmt: str, max_pixels: int, name: str) -> None:
 
 
 def _too_large(limit_mb: float) -> HTTPException:
+    """The 413 for a body over the upload limit."""
     return HTTPException(
         413,
         f"upload larger than {limit_mb:g} MB; shrink the image, or restart the server with a larger --max-upload-mb",
@@ -189,6 +190,7 @@ async def read_form(request: Request, max_bytes: int, limit_mb: float) -> dict[s
 
 
 def _choice(form: dict[str, Any], name: str, choices: tuple[str, ...] | dict[str, Any], default: str) -> str:
+    """The form field ``name`` (``default`` when absent), or 422 when it is not one of ``choices``."""
     value = form.get(name, default)
     if not isinstance(value, str) or value not in choices:
         raise HTTPException(422, f"'{name}' must be one of {', '.join(choices)}")
