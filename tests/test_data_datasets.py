@@ -85,6 +85,15 @@ def test_rain1200_splits_left_rainy_right_clean(tmp_path):
     assert s["input"].mean() > 0.8 and s["target"].mean() < 0.2
 
 
+def test_names_are_unique_even_when_stems_repeat(tmp_path):
+    make_tree(tmp_path, "rain1200")  # train2018new/0.jpg and DID-MDN-test/0.jpg
+    names = [p.name for p in discover(tmp_path, "rain1200").pairs]
+    assert len(set(names)) == len(names) == 3
+    assert "DID-MDN-test/0" in names
+    make_tree(tmp_path / "g", "generic")
+    assert [p.name for p in discover(tmp_path / "g", "generic").pairs] == ["a", "b", "c"]
+
+
 def test_rain_streak_many_inputs_share_one_target(tmp_path):
     make_tree(tmp_path, "rain_streak")
     pairs = discover(tmp_path, "rain_streak").pairs

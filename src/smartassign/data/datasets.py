@@ -7,6 +7,7 @@ Folders are found anywhere under the root (case-insensitive names), so a split f
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +17,7 @@ import numpy as np
 import torch
 from PIL import Image
 from torch.utils.data import Dataset
+from tqdm import tqdm
 
 from smartassign.data.corpus import load_rgb
 from smartassign.errors import DataError, ImageError
@@ -97,22 +99,32 @@ def _dirs_named(root: Path, names: tuple[str, ...]) -> Iterator[Path]:
     wanted = {n.lower() for n in names}
     if root.name.lower() in wanted:
         yield root
-    for p in sorted(root.rglob("*")):
-        if p.is_dir() and p.name.lower() in wanted:
-            yield p
+    # os.walk lists folders without a stat per file: cheap even under a 100k-image archive.
+    for parent, dirs, _ in os.walk(root):
+        dirs.sort()
+        for d in dirs:
+            if d.lower() in wanted:
+                yield Path(parent) / d
 
 
 @dataclass(frozen=True)
 class Pair:
-    """One degraded/clean pair; ``target`` is None for side-by-side files (the input holds both)."""
+    """One degraded/clean pair; ``target`` is None for side-by-side files (the input holds both).
+
+    ``name`` is unique within the dataset: the input's stem, or its path below the root (without suffix) when
+    stems repeat, as Rain1200's ``Rain_Heavy``/``Rain_Light`` folders and Snow100K's splits do.
+    """
 
     input: Path
     target: Path | None
+    name: str = ""
 
-    @property
-    def name(self) -> str:
-        """A name unique within the dataset: the input path's stem."""
-        return self.input.stem
+
+def _named(pairs: list[Pair], root: Path) -> list[Pair]:
+    stems = [p.input.stem for p in pairs]
+    if len(set(stems)) == len(stems):
+        return [Pair(p.input, p.target, p.input.stem) for p in pairs]
+    return [Pair(p.input, p.target, p.input.relative_to(root).with_suffix("").as_posix()) for p in pairs]
 
 
 @dataclass
@@ -132,7 +144,7 @@ def discover(root: str | Path, layout: str | Layout) -> Discovery:
     found = Discovery()
     if lay.side_by_side:
         files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
-        found.pairs = [Pair(p, None) for p in files]
+        found.pairs = _named([Pair(p, None) for p in files], root)
         return found
     for in_dir in _dirs_named(root, lay.inputs):
         siblings = {p.name.lower(): p for p in in_dir.parent.iterdir() if p.is_dir()}
@@ -150,6 +162,7 @@ def discover(root: str | Path, layout: str | Layout) -> Discovery:
             used.add(stem)
             found.pairs.append(Pair(src, targets[stem]))
         found.missing.extend(f"{p}: no degraded partner in {in_dir}" for s, p in targets.items() if s not in used)
+    found.pairs = _named(found.pairs, root)
     return found
 
 
@@ -191,7 +204,7 @@ def _readable(path: Path) -> tuple[int, int] | str:
         with Image.open(path) as im:
             im.load()  # decode fully: a truncated file opens fine and fails only here
             return im.size
-    except Exception as exc:  # noqa: BLE001 - any decoder failure means the same thing to the user
+    except Exception as exc:  # any decoder failure means the same thing to the user: re-download the file
         return f"{path}: {exc}"
 
 
@@ -203,8 +216,6 @@ def check_layout(root: str | Path, layout: str, progress: bool = False) -> Layou
     sizes: dict[Path, tuple[int, int] | str] = {}
     pairs: Any = found.pairs
     if progress:
-        from tqdm import tqdm
-
         pairs = tqdm(found.pairs, desc="checking", unit="pair")
     for pair in pairs:
         files = [pair.input] if pair.target is None else [pair.input, pair.target]
