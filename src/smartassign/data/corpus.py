@@ -170,7 +170,7 @@ def clean_photos(split: Split) -> list[Path]:
         raise DataError(f"unknown photo split {split!r}; use 'train' or 'heldout'")
     found = [p for p in (photo.resolve() for photo in PHOTOS if photo.split == split) if p is not None]
     if not found:
-        raise DataError(f"no {split} photographs found; install scikit-image (and `make photos` for more)")
+        raise DataError(f"no {split} photographs found; install scikit-image (scripts/install_photos.sh adds more)")
     return found
 
 
