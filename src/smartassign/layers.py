@@ -2,6 +2,12 @@
 
 All modules take and return channels-first feature maps ``(B, C, H, W)``.
 Both attention kinds cost time linear in the number of pixels.
+
+Memory layout: every module accepts either layout, but the network feeds them
+``channels_last`` maps (see ``SmartAssignNet.forward``). Then the channel
+LayerNorm and the attention token views below are free views instead of copies,
+and oneDNN (CPU) and cuDNN run their fast NHWC convolutions. The modules keep a
+``channels_last`` input ``channels_last`` on the way out.
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ class LayerNorm2d(nn.Module):
         self.norm = nn.LayerNorm(channels, eps=eps)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``(B, C, H, W) -> (B, C, H, W)``."""
+        """``(B, C, H, W) -> (B, C, H, W)``; both permutes are free views on ``channels_last`` input."""
         return self.norm(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
 
 
@@ -52,14 +58,25 @@ class ChannelAttention(nn.Module):
         self.proj = nn.Conv2d(channels, channels, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``(B, C, H, W) -> (B, C, H, W)``."""
+        """``(B, C, H, W) -> (B, C, H, W)``.
+
+        Computed on pixel tokens ``(B, heads, HW, d)``, a free view of a
+        ``channels_last`` qkv map. The L2 normalisation of q and k over pixels is
+        folded into the small ``(d, d)`` score matrix, ``q_n k_n^T = (q k^T) /
+        (|q| |k|^T)``, instead of dividing the two big tensors (F.normalize).
+        """
         b, c, h, w = x.shape
-        q, k, v = self.qkv_dw(self.qkv(x)).reshape(b, 3, self.heads, c // self.heads, h * w).unbind(1)
-        q = F.normalize(q, dim=-1)
-        k = F.normalize(k, dim=-1)
-        attn = (q @ k.transpose(-2, -1)) * self.temperature
-        out = attn.softmax(dim=-1) @ v
-        return self.proj(out.reshape(b, c, h, w))
+        d = c // self.heads
+        tokens = self.qkv_dw(self.qkv(x)).permute(0, 2, 3, 1).reshape(b, h * w, 3, self.heads, d)
+        q, k, v = tokens.permute(2, 0, 3, 1, 4).unbind(0)  # (B, heads, HW, d) each
+        # |q| and |k| over pixels in one reduction; sqrt(sum of squares) is ~5x faster
+        # than torch.linalg.vector_norm along this strided axis. 1e-12: F.normalize's eps.
+        norms = tokens[:, :, :2].square().sum(dim=1).sqrt().clamp_min(1e-12)  # (B, 2, heads, d)
+        scale = self.temperature / (norms[:, 0, :, :, None] * norms[:, 1, :, None, :])  # (B, heads, d, d)
+        attn = (q.transpose(-2, -1) @ k) * scale
+        out = v @ attn.softmax(dim=-1).transpose(-2, -1)  # (B, heads, HW, d)
+        out = out.transpose(1, 2).reshape(b, h, w, c).permute(0, 3, 1, 2)
+        return self.proj(out)
 
 
 class WindowAttention(nn.Module):
@@ -68,6 +85,11 @@ class WindowAttention(nn.Module):
     With ``shift`` the windows are displaced by half a window (Swin), with the
     mask that keeps tokens from attending across the wrapped border. Maps whose
     sides are not a multiple of the window are zero-padded inside the module.
+
+    That mask is zero except in the last row and the last column of windows, so
+    all windows first attend with the relative-position bias alone and those
+    border windows are then recomputed with their mask: a full ``(nW, T, T)``
+    mask would cost more memory than the activations (268 MB at 1024^2).
     """
 
     def __init__(self, channels: int, heads: int, window: int, shift: bool) -> None:
@@ -97,31 +119,34 @@ class WindowAttention(nn.Module):
         return torch.zeros(diff.shape, device=device).masked_fill(diff, float("-inf"))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``(B, C, H, W) -> (B, C, H, W)``."""
+        """``(B, C, H, W) -> (B, C, H, W)``; windows are cut from the ``(B, H, W, 3C)`` view."""
         b, c, h, w = x.shape
         ws = self.window
         ph, pw = (-h) % ws, (-w) % ws
-        qkv = self.qkv(x)
+        qkv = self.qkv(x).permute(0, 2, 3, 1)  # (B, H, W, 3C), a free view of channels_last
         if ph or pw:
-            qkv = F.pad(qkv, (0, pw, 0, ph))
+            qkv = F.pad(qkv, (0, 0, 0, pw, 0, ph))
         hp, wp = h + ph, w + pw
         shift = self.shift if min(hp, wp) > ws else 0
         if shift:
-            qkv = torch.roll(qkv, (-shift, -shift), dims=(2, 3))
+            qkv = torch.roll(qkv, (-shift, -shift), dims=(1, 2))
         nh, nw, d = hp // ws, wp // ws, c // self.heads
-        # (B, 3C, H, W) -> (3, B*nW, heads, T, d)
-        t = qkv.reshape(b, 3, self.heads, d, nh, ws, nw, ws)
-        t = t.permute(1, 0, 4, 6, 2, 5, 7, 3).reshape(3, b * nh * nw, self.heads, ws * ws, d)
-        bias = self.rel_bias[:, self.rel_index]  # (heads, T, T)
+        # (B, H, W, 3C) -> (3, B, nh, nw, heads, T, d)
+        t = qkv.reshape(b, nh, ws, nw, ws, 3, self.heads, d).permute(5, 0, 1, 3, 6, 2, 4, 7)
+        q, k, v = t.reshape(3, b, nh, nw, self.heads, ws * ws, d).unbind(0)
+        bias = self.rel_bias[:, self.rel_index].to(q.dtype)  # (heads, T, T)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)  # (B, nh, nw, heads, T, d)
         if shift:
-            mask = self._shift_mask(hp, wp, x.device)  # (nW, T, T)
-            bias = (bias[None, None] + mask[None, :, None]).expand(b, -1, -1, -1, -1)
-            bias = bias.reshape(b * nh * nw, self.heads, ws * ws, ws * ws)
-        out = F.scaled_dot_product_attention(t[0], t[1], t[2], attn_mask=bias.to(t.dtype))
-        out = out.reshape(b, nh, nw, self.heads, ws, ws, d).permute(0, 3, 6, 1, 4, 2, 5).reshape(b, c, hp, wp)
+            # The 4 windows of a 2x2-window map: interior, right edge, bottom edge, corner.
+            mask = self._shift_mask(2 * ws, 2 * ws, x.device).to(q.dtype)[:, None]  # (4, 1, T, T)
+            row_mask = torch.cat([mask[2:3].expand(nw - 1, -1, -1, -1), mask[3:4]])  # (nw, 1, T, T)
+            row = F.scaled_dot_product_attention(q[:, -1], k[:, -1], v[:, -1], attn_mask=bias + row_mask)
+            col = F.scaled_dot_product_attention(q[:, :-1, -1], k[:, :-1, -1], v[:, :-1, -1], attn_mask=bias + mask[1])
+            out = torch.cat([torch.cat([out[:, :-1, :-1], col[:, :, None]], dim=2), row[:, None]], dim=1)
+        out = out.reshape(b, nh, nw, self.heads, ws, ws, d).permute(0, 1, 4, 2, 5, 3, 6).reshape(b, hp, wp, c)
         if shift:
-            out = torch.roll(out, (shift, shift), dims=(2, 3))
-        return self.proj(out[:, :, :h, :w])
+            out = torch.roll(out, (shift, shift), dims=(1, 2))
+        return self.proj(out[:, :h, :w].permute(0, 3, 1, 2))
 
 
 class Mlp(nn.Module):

@@ -238,6 +238,10 @@ class SmartAssignNet(nn.Module):
         """``(B, 3, H, W)`` in [0, 1], any H and W -> :class:`Output` at the input size."""
         h, w = image.shape[-2:]
         x, _ = pad_to_multiple(image, self.cfg.pad_multiple)
+        # NHWC inside: oneDNN's NHWC convolutions are 1.5-2.5x faster than NCHW on
+        # CPU (cuDNN's too in bf16), and the LayerNorms and attention token views
+        # become free views instead of copies. Every layer keeps the layout.
+        x = x.contiguous(memory_format=torch.channels_last)
         f_wk = self.encoder(self.sam(self.embed(x)))
         atoms = {a: m(f_wk) for a, m in self.gkfm.items()}
 
