@@ -9,8 +9,14 @@ variant is never a copied class.
 from __future__ import annotations
 
 import dataclasses
+import types
+import typing
+from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
+
+import yaml
 
 from smartassign.errors import ConfigError
 
@@ -176,14 +182,253 @@ def model_config_from_dict(data: dict[str, Any]) -> ModelConfig:
     return replace_checked(ModelConfig(), data)
 
 
+DataKind = Literal["synthetic", "paired"]
+PlateauMetric = Literal["train_loss", "val_psnr"]
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Training and validation data: synthetic pairs of the bundled photos, or paired dataset folders."""
+
+    kind: DataKind = "synthetic"
+    crop: int = 256  # random square training crops, flipped and turned
+    workers: int = 2  # DataLoader worker processes per training process
+    # synthetic: distinct pairs per task (pair i is always the same crop; an epoch visits each once).
+    synthetic_pairs: int = 20000
+    # synthetic: a folder of your own clean photographs to degrade instead of the installed corpus ("" = corpus).
+    photos: str = ""
+    # paired: dataset roots and their layouts (smartassign.data.LAYOUTS); an empty root leaves that task out.
+    rain: str = ""
+    rain_layout: str = "generic"
+    snow: str = ""
+    snow_layout: str = "generic"
+    val_rain: str = ""
+    val_rain_layout: str = "generic"
+    val_snow: str = ""
+    val_snow_layout: str = "generic"
+    val_pairs: int = 16  # validation images per task (paired: the first N by name; 0 = all)
+    val_crop: int = 0  # centre-crop validation images to this side; 0 = whole images (synthetic: ``crop``)
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("synthetic", "paired"):
+            raise ConfigError(f"data.kind must be 'synthetic' or 'paired', got {self.kind!r}")
+        if self.crop < 16 or self.workers < 0 or self.synthetic_pairs < 1 or self.val_pairs < 0 or self.val_crop < 0:
+            raise ConfigError(
+                "data: need crop >= 16, workers >= 0, synthetic_pairs >= 1, val_pairs >= 0 and val_crop >= 0"
+            )
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation, schedule, logging and checkpointing; paper values are the defaults (section 4.1)."""
+
+    out_dir: str = "runs/default"  # the run folder: checkpoints, logs, samples
+    seed: int = 0
+    steps: int = 300000  # batches to train on (skipped non-finite steps count)
+    batch_size: int = 4  # per process; under DDP the global batch is batch_size * world size
+    lr: float = 4e-4
+    betas: tuple[float, float] = (0.9, 0.999)
+    weight_decay: float = 0.0
+    # The paper halves the learning rate "when the loss stops reducing": ReduceLROnPlateau on the mean training
+    # loss of each window of ``plateau_every`` steps, or on validation PSNR after each validation.
+    plateau_metric: PlateauMetric = "train_loss"
+    plateau_every: int = 1000
+    plateau_factor: float = 0.5
+    plateau_patience: int = 5
+    min_lr: float = 1e-6
+    grad_clip: float = 0.0  # max global gradient norm; 0 = off
+    max_bad_steps: int = 10  # consecutive non-finite losses or gradients before training stops
+    device: str = "auto"  # auto, cpu, cuda (under torchrun: cuda:LOCAL_RANK)
+    amp: bool = True  # bf16 autocast on CUDA; CPU always runs float32
+    channels_last: bool = True  # on CUDA
+    compile: bool = False  # torch.compile the training model
+    deterministic: bool = False  # torch.use_deterministic_algorithms (slower on CUDA)
+    init_from: str = ""  # weights to start from; K1/K2 need a trained V6 (matching tensors are copied)
+    log_every: int = 50
+    val_every: int = 2000
+    sample_every: int = 2000
+    ckpt_every: int = 2000
+    keep_last: int = 3  # training checkpoints kept besides the best weights
+    val_tile: int = 512  # validation runs whole images through the tiled inference path
+    time_limit_min: float = 0.0  # stop with a checkpoint after this many minutes; 0 = no limit
+    tensorboard: bool = True  # when the tensorboard package is installed
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.plateau_metric not in ("train_loss", "val_psnr"):
+            raise ConfigError(f"train.plateau_metric must be 'train_loss' or 'val_psnr', got {self.plateau_metric!r}")
+        positive = ("steps", "batch_size", "plateau_every", "log_every", "val_every", "sample_every", "ckpt_every")
+        bad = [k for k in positive if getattr(self, k) < 1]
+        if bad or self.keep_last < 1 or self.max_bad_steps < 1 or self.lr <= 0:
+            raise ConfigError(f"train: {', '.join(bad) or 'keep_last, max_bad_steps and lr'} must be positive")
+        if not 0 < self.plateau_factor < 1:
+            raise ConfigError(f"train.plateau_factor must be in (0, 1), got {self.plateau_factor}")
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """Everything one training run needs: the resolved model, losses, data and training settings."""
+
+    model: ModelConfig
+    loss: LossConfig = LossConfig()
+    data: DataConfig = DataConfig()
+    train: TrainConfig = TrainConfig()
+    preset: str = "tiny"
+    variant: str = "V6"
+
+
+SECTIONS: dict[str, type] = {"model": ModelConfig, "loss": LossConfig, "data": DataConfig, "train": TrainConfig}
+
+
+def _coerce(value: Any, hint: Any, where: str) -> Any:
+    """``value`` checked against a field's type ``hint`` (YAML and CLI text give ints for floats, lists for tuples)."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is Literal:
+        if value not in args:
+            raise ConfigError(f"{where}: {value!r} is not one of {', '.join(map(repr, args))}")
+        return value
+    if origin in (types.UnionType, typing.Union):
+        if value is None and type(None) in args:
+            return None
+        for option in (a for a in args if a is not type(None)):
+            try:
+                return _coerce(value, option, where)
+            except ConfigError:
+                continue
+        raise ConfigError(f"{where}: {value!r} does not fit {hint}")
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_coerce(v, args[0], where) for v in value)
+        if len(value) != len(args):
+            raise ConfigError(f"{where}: expected {len(args)} values, got {len(value)}")
+        return tuple(_coerce(v, a, where) for v, a in zip(value, args, strict=True))
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{where}: expected true or false, got {value!r}")
+    if hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise ConfigError(f"{where}: expected an integer, got {value!r}")
+    if hint is float:
+        # PyYAML reads ``4e-4`` (no dot) as a string: accept any number spelled as text.
+        if isinstance(value, (int, float, str)) and not isinstance(value, bool):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        raise ConfigError(f"{where}: expected a number, got {value!r}")
+    if hint is str:
+        if isinstance(value, str):
+            return value
+        raise ConfigError(f"{where}: expected text, got {value!r}")
+    return value
+
+
+def _section(cls: type, values: Any, source: str, name: str) -> dict[str, Any]:
+    """The checked, coerced fields of one YAML section (``name``) for dataclass ``cls``."""
+    if not isinstance(values, dict):
+        raise ConfigError(f"{source}: '{name}' must be a mapping of {cls.__name__} fields, got {values!r}")
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)}
+    out = {}
+    for key, value in values.items():
+        if key not in known:
+            raise ConfigError(f"{source}: unknown key '{name}.{key}'; valid keys: {', '.join(sorted(known))}")
+        out[key] = _coerce(value, hints[key], f"{source}: {name}.{key}")
+    return out
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``"train.lr=1e-3"`` -> ``(["train", "lr"], 0.001)``; the value is read as YAML (``[1, 2]``, ``true``)."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"override {text!r} is not KEY=VALUE (e.g. train.lr=2e-4 or preset=small)")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"override {text!r}: value is not valid YAML ({exc})") from None
+    return key.strip().split("."), value
+
+
+def load_experiment(
+    path: str | Path | None = None, overrides: Sequence[str] = (), variant: str | None = None
+) -> Experiment:
+    """An :class:`Experiment` from YAML (``path``), then ``key=value`` overrides, then ``variant`` if given.
+
+    The file holds ``preset``, ``variant`` and the sections ``model`` (fields changed on top of the preset and
+    variant), ``loss``, ``data`` and ``train``; every key is optional. Unknown keys and ill-typed values raise
+    :class:`ConfigError` naming the file (or ``command line``) and the key.
+    """
+    raw: dict[str, Any] = {}
+    source = str(path) if path is not None else "defaults"
+    if path is not None:
+        try:
+            loaded = yaml.safe_load(Path(path).read_text())
+        except FileNotFoundError:
+            raise ConfigError(f"{path}: config file not found") from None
+        except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+            raise ConfigError(f"{path}: cannot read YAML ({exc})") from None
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: expected a mapping of sections at the top level")
+        raw = loaded or {}
+    top = {"preset", "variant", *SECTIONS}
+    unknown = sorted(set(raw) - top)
+    if unknown:
+        raise ConfigError(f"{source}: unknown key(s) {', '.join(unknown)}; valid: {', '.join(sorted(top))}")
+    sections = {name: _section(cls, raw.get(name) or {}, source, name) for name, cls in SECTIONS.items()}
+    preset, chosen = raw.get("preset", "tiny"), raw.get("variant", "V6")
+    for text in overrides:
+        keys, value = parse_override(text)
+        if keys == ["preset"]:
+            preset = value
+        elif keys == ["variant"]:
+            chosen = value
+        elif len(keys) == 2 and keys[0] in SECTIONS:
+            sections[keys[0]].update(_section(SECTIONS[keys[0]], {keys[1]: value}, "command line", keys[0]))
+        else:
+            raise ConfigError(f"command line: unknown key {'.'.join(keys)!r}; use preset, variant or SECTION.KEY")
+    chosen = variant if variant is not None else chosen
+    where = source if not overrides else f"{source} + command line"
+    try:
+        return Experiment(
+            model=model_config(str(preset), str(chosen), **sections["model"]),
+            loss=LossConfig(**sections["loss"]),
+            data=DataConfig(**sections["data"]),
+            train=TrainConfig(**sections["train"]),
+            preset=str(preset),
+            variant=str(chosen),
+        )
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+
+
+def experiment_to_dict(exp: Experiment) -> dict[str, Any]:
+    """The YAML/JSON form of an experiment, which :func:`load_experiment` reads back to an equal one."""
+    return {
+        "preset": exp.preset,
+        "variant": exp.variant,
+        **{name: config_to_dict(getattr(exp, name)) for name in SECTIONS},
+    }
+
+
 __all__ = [
     "TASKS",
+    "DataConfig",
+    "Experiment",
     "LossConfig",
     "ModelConfig",
     "PRESETS",
+    "SECTIONS",
+    "TrainConfig",
     "VARIANTS",
     "config_to_dict",
+    "experiment_to_dict",
+    "load_experiment",
     "model_config",
     "model_config_from_dict",
+    "parse_override",
     "replace_checked",
 ]
