@@ -1,20 +1,29 @@
-"""Weights on disk: safetensors tensors plus a JSON sidecar holding the model config.
+"""Weights and training checkpoints on disk: safetensors tensors plus JSON, never pickle.
 
-``NAME.safetensors`` holds only tensors (never pickle); ``NAME.json`` beside it
-holds ``{"model": asdict(ModelConfig), ...metadata}``. Both are written
+``NAME.safetensors`` holds only tensors; ``NAME.json`` beside it holds
+``{"model": asdict(ModelConfig), ...metadata}``. Every file is written
 atomically (temp file in the same folder, fsync, rename), so a crash never
 leaves a half-written file under the final name.
+
+A training checkpoint ``RUN/checkpoints/step_00001000`` adds the training
+state in ``.state.safetensors`` (optimizer tensors, torch RNG states) and
+``.state.json`` (optimizer hyper-parameters, scheduler, Python and NumPy RNG
+states, data position, counters). The weights sidecar is written last: a
+checkpoint whose sidecar exists is complete, whatever moment a kill -9 hit.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import random
+import re
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
@@ -22,6 +31,10 @@ from safetensors.torch import load_file, save_file
 from smartassign.config import ModelConfig, config_to_dict, model_config_from_dict
 from smartassign.errors import ConfigError, WeightsError
 from smartassign.model import SmartAssignNet
+
+CHECKPOINTS = "checkpoints"
+BEST = "best.safetensors"
+_STEP_FILE = re.compile(r"step_(\d+)\.json$")
 
 
 def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
@@ -67,7 +80,7 @@ def read_sidecar(path: Path) -> dict[str, Any]:
         info = json.loads(side.read_text())
     except FileNotFoundError:
         raise WeightsError(f"{side}: config sidecar missing; it must sit beside {Path(path).name}") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise WeightsError(f"{side}: damaged config sidecar ({exc})") from None
     if not isinstance(info, dict) or not isinstance(info.get("model"), dict):
         raise WeightsError(f"{side}: no 'model' config in sidecar")
@@ -91,9 +104,15 @@ def load_weights(path: Path, cfg: ModelConfig | None = None, device: str | torch
     if cfg is None:
         try:
             cfg = model_config_from_dict(read_sidecar(path)["model"])
+            model = SmartAssignNet(cfg)
         except ConfigError as exc:
             raise WeightsError(f"{sidecar(path)}: {exc}") from None
-    model = SmartAssignNet(cfg)
+        # Ill-typed values (width "16" or 16.0, depths null) pass the key check and fail deep in the config
+        # checks or in torch: a damaged sidecar, not a bug.
+        except (TypeError, ValueError, RuntimeError) as exc:
+            raise WeightsError(f"{sidecar(path)}: invalid model config ({exc})") from None
+    else:
+        model = SmartAssignNet(cfg)
     state = load_state(path)
     missing, unexpected = set(model.state_dict()) - set(state), set(state) - set(model.state_dict())
     if missing or unexpected:
@@ -103,6 +122,173 @@ def load_weights(path: Path, cfg: ModelConfig | None = None, device: str | torch
         )
     for name, tensor in model.state_dict().items():
         if state[name].shape != tensor.shape:
-            raise WeightsError(f"{path}: tensor {name} has shape {tuple(state[name].shape)}, config needs {tuple(tensor.shape)}")
+            raise WeightsError(
+                f"{path}: tensor {name} has shape {tuple(state[name].shape)}, config needs {tuple(tensor.shape)}"
+            )
+    # A network with NaN or infinite weights turns every image into garbage without any error.
+    bad = sorted(name for name, tensor in state.items() if tensor.is_floating_point() and not tensor.isfinite().all())
+    if bad:
+        raise WeightsError(f"{path}: {len(bad)} tensors hold NaN or infinity (e.g. {bad[0]}); the file is damaged")
     model.load_state_dict(state)
     return model.to(device).eval()
+
+
+def load_matching(model: torch.nn.Module, path: Path) -> list[str]:
+    """Copy every tensor of ``path`` whose name and shape match into ``model``; return the names left as initialised.
+
+    This is how K1/K2 start from a trained V6: the encoder and GKFMs carry over, heads whose input width
+    changed with the routing start fresh.
+    """
+    state = load_state(path)
+    own = model.state_dict()
+    matching = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+    if not matching:
+        raise WeightsError(f"{path}: no tensor matches this model; is it a SmartAssign checkpoint?")
+    model.load_state_dict(matching, strict=False)
+    return sorted(set(own) - set(matching))
+
+
+def checkpoint_path(run_dir: Path, step: int) -> Path:
+    """Weights file of the training checkpoint at ``step`` in ``run_dir``."""
+    return Path(run_dir) / CHECKPOINTS / f"step_{step:08d}.safetensors"
+
+
+def _state_files(weights: Path) -> tuple[Path, Path]:
+    return weights.with_suffix(".state.safetensors"), weights.with_suffix(".state.json")
+
+
+def list_checkpoints(run_dir: Path) -> list[tuple[int, Path]]:
+    """Complete training checkpoints in ``run_dir`` as ``(step, weights path)``, oldest first."""
+    found = []
+    for side in (Path(run_dir) / CHECKPOINTS).glob("step_*.json"):
+        match = _STEP_FILE.search(side.name)
+        weights = side.with_suffix(".safetensors")
+        if match and weights.is_file() and all(p.is_file() for p in _state_files(weights)):
+            found.append((int(match.group(1)), weights))
+    return sorted(found)
+
+
+def latest_checkpoint(run_dir: Path) -> Path | None:
+    """Weights path of the newest complete training checkpoint, or None."""
+    found = list_checkpoints(run_dir)
+    return found[-1][1] if found else None
+
+
+def rng_state() -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """The Python, NumPy and torch (CPU and CUDA) random states as (tensors, JSON-able values)."""
+    tensors = {"rng/torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        for i, state in enumerate(torch.cuda.get_rng_state_all()):
+            tensors[f"rng/cuda/{i}"] = state
+    version, internal, gauss = random.getstate()
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    values = {
+        "python": [version, list(internal), gauss],
+        "numpy": [kind, keys.tolist(), int(pos), int(has_gauss), float(cached)],
+    }
+    return tensors, values
+
+
+def set_rng_state(tensors: dict[str, torch.Tensor], values: dict[str, Any]) -> None:
+    """Restore what :func:`rng_state` returned (CUDA states only where there are as many devices)."""
+    torch.set_rng_state(tensors["rng/torch"])
+    cuda = [tensors[k] for k in sorted(t for t in tensors if t.startswith("rng/cuda/"))]
+    if cuda and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(cuda)
+    version, internal, gauss = values["python"]
+    random.setstate((version, tuple(internal), gauss))
+    kind, keys, pos, has_gauss, cached = values["numpy"]
+    np.random.set_state((kind, np.array(keys, dtype=np.uint32), pos, has_gauss, cached))
+
+
+def _split_optimizer(state: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """``optimizer.state_dict()`` -> tensors keyed ``optim/<param>/<name>`` and the JSON-able rest."""
+    tensors: dict[str, torch.Tensor] = {}
+    rest: dict[str, dict[str, Any]] = {}
+    for pid, entries in state["state"].items():
+        for name, value in entries.items():
+            if isinstance(value, torch.Tensor):
+                tensors[f"optim/{pid}/{name}"] = value.detach().contiguous().cpu()
+            else:
+                rest.setdefault(str(pid), {})[name] = value
+    return tensors, {"param_groups": state["param_groups"], "state": rest}
+
+
+def _join_optimizer(tensors: dict[str, torch.Tensor], values: dict[str, Any], like: dict[str, Any]) -> dict[str, Any]:
+    """Inverse of :func:`_split_optimizer`; ``like`` (the live optimizer's state dict) restores tuples."""
+    state: dict[int, dict[str, Any]] = {int(pid): dict(entries) for pid, entries in values["state"].items()}
+    for key, tensor in tensors.items():
+        if key.startswith("optim/"):
+            _, pid, name = key.split("/", 2)
+            state.setdefault(int(pid), {})[name] = tensor
+    groups = []
+    for saved, live in zip(values["param_groups"], like["param_groups"], strict=True):
+        groups.append({k: tuple(v) if isinstance(live.get(k), tuple) else v for k, v in saved.items()})
+    return {"state": state, "param_groups": groups}
+
+
+def save_checkpoint(
+    run_dir: Path,
+    step: int,
+    model: SmartAssignNet,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    progress: dict[str, Any],
+    meta: dict[str, Any],
+    keep_last: int,
+) -> Path:
+    """Write the training checkpoint at ``step`` (state first, weights sidecar last), prune to ``keep_last``.
+
+    ``progress`` is JSON-able loop state (epoch, position in the epoch, counters); ``meta`` goes into the
+    weights sidecar (experiment, metrics). Returns the weights path.
+    """
+    weights = checkpoint_path(run_dir, step)
+    state_tensors, state_path = _state_files(weights)
+    optim_tensors, optim_values = _split_optimizer(optimizer.state_dict())
+    rng_tensors, rng_values = rng_state()
+    tensors = {**optim_tensors, **rng_tensors}
+    values = {
+        "format": "smartassign-train-state/1",
+        "step": step,
+        "optimizer": optim_values,
+        "scheduler": scheduler.state_dict(),
+        "rng": rng_values,
+        "progress": progress,
+    }
+    atomic_write(state_tensors, lambda tmp: save_file(tensors, str(tmp)))
+    atomic_write_text(state_path, json.dumps(values) + "\n")
+    save_weights(model, weights, {"step": step, **meta})
+    for _, old in list_checkpoints(run_dir)[:-keep_last]:
+        remove_checkpoint(old)
+    return weights
+
+
+def remove_checkpoint(weights: Path) -> None:
+    """Delete one training checkpoint, sidecar first so that it is never seen half-deleted."""
+    for path in (sidecar(weights), weights, *_state_files(weights)):
+        path.unlink(missing_ok=True)
+
+
+def load_checkpoint(
+    weights: Path, model: SmartAssignNet, optimizer: torch.optim.Optimizer, scheduler: Any
+) -> dict[str, Any]:
+    """Load a training checkpoint into ``model``, ``optimizer``, ``scheduler`` and the RNGs; return its progress."""
+    weights = Path(weights)
+    state = load_state(weights)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        raise WeightsError(f"{weights}: does not fit this model ({str(exc).splitlines()[0]})") from None
+    state_tensors, state_path = _state_files(weights)
+    try:
+        values = json.loads(state_path.read_text())
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise WeightsError(f"{state_path}: unreadable training state ({exc})") from None
+    tensors = load_state(state_tensors)
+    try:
+        optimizer.load_state_dict(_join_optimizer(tensors, values["optimizer"], optimizer.state_dict()))
+        scheduler.load_state_dict(values["scheduler"])
+        set_rng_state(tensors, values["rng"])
+    except (KeyError, ValueError, TypeError) as exc:
+        raise WeightsError(f"{state_path}: training state does not fit this run ({exc})") from None
+    return values["progress"]
