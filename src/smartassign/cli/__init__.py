@@ -8,11 +8,11 @@ import sys
 from collections.abc import Sequence
 
 from smartassign import __version__
-from smartassign.cli import data, export, info, restore, serve
+from smartassign.cli import data, evaluate, export, info, restore, serve, train
 from smartassign.errors import SmartAssignError
 
 # Each module defines ``register(subparsers)`` that adds its parser and sets ``func``.
-COMMANDS = (info, data, restore, export, serve)
+COMMANDS = (info, data, train, evaluate, restore, export, serve)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,730 @@
+"""Training and validation: ``train_step``, ``evaluate`` and ``fit(experiment)``.
+
+``fit`` reads top to bottom like a script: processes (torchrun / DDP), data, model, optimizer, resume, then
+one loop that logs, validates, saves samples and checkpoints. Every random draw of the data is a pure function
+of ``(seed, epoch, index)`` and the loop's position is part of each checkpoint, so a run resumed after a kill
+gives the same weights, bit for bit, as one that never stopped (same machine, same process count).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import logging
+import math
+import os
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from itertools import islice
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import yaml
+from PIL import Image
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import BatchSampler, DataLoader, Dataset, DistributedSampler, Sampler, Subset
+from tqdm import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
+
+from smartassign.checkpoint import (
+    BEST,
+    atomic_write,
+    atomic_write_text,
+    latest_checkpoint,
+    list_checkpoints,
+    load_checkpoint,
+    load_matching,
+    read_sidecar,
+    save_checkpoint,
+    save_weights,
+)
+from smartassign.config import TASKS, DataConfig, Experiment, LossConfig, experiment_to_dict, model_config_from_dict
+from smartassign.errors import ConfigError, DataError, TrainingError
+from smartassign.losses import total_loss
+from smartassign.metrics import Scores, mean_scores, score, to_uint8
+from smartassign.model import SmartAssignNet, count_parameters
+from smartassign.restore import Restorer, resolve_device
+
+log = logging.getLogger(__name__)
+LABEL = {task: i for i, task in enumerate(TASKS)}
+
+
+# ----------------------------------------------------------------------------- processes
+
+
+@dataclass(frozen=True)
+class Processes:
+    """Where this process sits in a (torchrun) job; a single process is rank 0 of 1."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        """Only the main process writes files and prints."""
+        return self.rank == 0
+
+
+def init_processes(device: str) -> tuple[Processes, bool]:
+    """Join the torchrun job described by the environment (``env://``); return it and whether we started it.
+
+    NCCL for CUDA, gloo for CPU. Without ``WORLD_SIZE`` > 1 this is a single process and nothing is started.
+    """
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return Processes(), False
+    started = not dist.is_initialized()
+    if started:
+        backend = "nccl" if torch.cuda.is_available() and device != "cpu" else "gloo"
+        dist.init_process_group(backend=backend, init_method="env://")
+    return Processes(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0"))), started
+
+
+def train_device(name: str, procs: Processes) -> torch.device:
+    """The device of this process: ``cuda:LOCAL_RANK`` under a multi-GPU job, else ``resolve_device(name)``."""
+    device = resolve_device(name)
+    if device.type == "cuda" and procs.world_size > 1:
+        device = torch.device("cuda", procs.local_rank)
+        torch.cuda.set_device(device)
+    return device
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch (all devices)."""
+    import random
+
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+# ----------------------------------------------------------------------------- data
+
+
+@dataclass
+class TrainData:
+    """Datasets by task: ``train`` yields random crops, ``val`` fixed pairs (sample dicts, see smartassign.data)."""
+
+    train: dict[str, Dataset]
+    val: dict[str, Dataset] = field(default_factory=dict)
+
+
+def photo_folder(folder: str) -> list[Path]:
+    """The images in ``folder`` (sorted by name), for synthetic training on the user's own clean photos."""
+    exts = {".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".bmp"}
+    files = sorted(p for p in Path(folder).glob("*") if p.suffix.lower() in exts and not p.name.startswith("."))
+    if not files:
+        raise ConfigError(f"{folder}: data.photos holds no .jpg/.png/.webp/.tif/.bmp images")
+    return files
+
+
+def build_data(cfg: DataConfig, tasks: tuple[str, ...], seed: int) -> TrainData:
+    """Training and validation datasets of ``tasks`` as ``cfg`` describes them."""
+    from smartassign.data import PairedDataset, SyntheticPairs, clean_photos
+
+    if cfg.kind == "synthetic":
+        train_photos = photo_folder(cfg.photos) if cfg.photos else clean_photos("train")
+        train = {
+            t: SyntheticPairs(train_photos, t, crop=cfg.crop, length=cfg.synthetic_pairs, seed=seed, augment=True)
+            for t in tasks
+        }
+        val: dict[str, Dataset] = {}
+        if cfg.val_pairs:
+            # Held-out photos: validation never scores a scene the network trained on.
+            held, side = clean_photos("heldout"), cfg.val_crop or cfg.crop
+            val = {
+                t: SyntheticPairs(held, t, crop=side, length=cfg.val_pairs, seed=seed, augment=False) for t in tasks
+            }
+        return TrainData(train, val)
+    roots = {"rain": (cfg.rain, cfg.rain_layout), "snow": (cfg.snow, cfg.snow_layout)}
+    val_roots = {"rain": (cfg.val_rain, cfg.val_rain_layout), "snow": (cfg.val_snow, cfg.val_snow_layout)}
+    missing = [t for t in tasks if not roots[t][0]]
+    if missing:
+        raise ConfigError(f"data.kind is 'paired' but no data.{missing[0]} folder is set; the model trains {tasks}")
+    train = {
+        t: PairedDataset(roots[t][0], roots[t][1], LABEL[t], crop=cfg.crop, augment=True, rot90=True, seed=seed)
+        for t in tasks
+    }
+    val = {}
+    for t in tasks:
+        root, layout = val_roots[t]
+        if root:
+            ds = PairedDataset(root, layout, LABEL[t], crop=cfg.val_crop or None)
+            val[t] = Subset(ds, range(min(cfg.val_pairs, len(ds)))) if cfg.val_pairs else ds
+    return TrainData(train, val)
+
+
+class KeyedSamples(Dataset):
+    """Reads ``dataset[index]`` for a key ``(epoch, index)`` with torch's RNG seeded from ``(seed, epoch, index)``.
+
+    Datasets that draw augmentations from torch's global RNG then give the same sample for the same key in any
+    worker, after any resume, with any number of workers; the caller's own RNG stream is left untouched.
+    """
+
+    def __init__(self, dataset: Dataset, seed: int) -> None:
+        self.dataset, self.seed = dataset, seed
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    def __getitem__(self, key: tuple[int, int]) -> dict[str, Any]:
+        epoch, index = key
+        sample_seed = int(np.random.SeedSequence([self.seed, epoch, index]).generate_state(1, np.uint64)[0])
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(sample_seed)
+            return self.dataset[index]
+
+
+class EpochBatches(Sampler[list[tuple[int, int]]]):
+    """Batches of ``(epoch, index)`` keys from a batch sampler reshuffled per epoch; starts mid-epoch on resume."""
+
+    def __init__(self, batches: Sampler[list[int]]) -> None:
+        self.batches = batches
+        self.epoch, self.skip = 0, 0
+
+    def start(self, epoch: int, skip: int = 0) -> None:
+        """Reshuffle for ``epoch`` and leave out its first ``skip`` batches (those trained before a resume)."""
+        self.epoch, self.skip = epoch, skip
+        for sampler in (self.batches, getattr(self.batches, "sampler", None)):
+            if hasattr(sampler, "set_epoch"):
+                sampler.set_epoch(epoch)
+
+    def __len__(self) -> int:
+        return max(len(self.batches) - self.skip, 0)  # type: ignore[arg-type]
+
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        for batch in islice(self.batches, self.skip, None):
+            yield [(self.epoch, i) for i in batch]
+
+
+def build_loader(train: dict[str, Dataset], batch_size: int, seed: int, workers: int, procs: Processes) -> DataLoader:
+    """A loader of training batches for this rank: balanced rain + snow batches, or one task's shuffled batches."""
+    from smartassign.data import BalancedBatchSampler, MixedDataset
+
+    if len(train) == 2:
+        dataset: Dataset = MixedDataset(train["rain"], train["snow"])
+        batches: Sampler[list[int]] = BalancedBatchSampler(
+            dataset.n_rain, dataset.n_snow, batch_size, seed, procs.rank, procs.world_size  # type: ignore[attr-defined]
+        )
+    else:
+        (dataset,) = train.values()
+        shard = DistributedSampler(dataset, procs.world_size, procs.rank, shuffle=True, seed=seed, drop_last=True)
+        batches = BatchSampler(shard, batch_size, drop_last=True)
+    if len(batches) == 0:  # type: ignore[arg-type]
+        raise DataError(f"{len(dataset)} training samples make no batch of {batch_size} on {procs.world_size} ranks")  # type: ignore[arg-type]
+    return DataLoader(
+        KeyedSamples(dataset, seed),
+        batch_sampler=EpochBatches(batches),
+        num_workers=workers,
+        persistent_workers=workers > 0,
+        pin_memory=torch.cuda.is_available(),
+        # The loader's own generator: creating an iterator never consumes the global RNG.
+        generator=torch.Generator().manual_seed(seed),
+    )
+
+
+# ----------------------------------------------------------------------------- one step
+
+
+@dataclass
+class StepResult:
+    """What one optimisation step did: loss terms (floats), global gradient norm, whether it was skipped."""
+
+    terms: dict[str, float]
+    grad_norm: float
+    skipped: bool
+
+
+def train_step(
+    model: torch.nn.Module,
+    batch: dict[str, Any],
+    optimizer: torch.optim.Optimizer,
+    loss_cfg: LossConfig,
+    device: torch.device,
+    autocast_dtype: torch.dtype | None = None,
+    channels_last: bool = False,
+    grad_clip: float = 0.0,
+) -> StepResult:
+    """Forward, loss (eq. 19), backward and Adam step on one batch (``input``/``target`` (B, 3, H, W), ``label`` (B,)).
+
+    A non-finite loss or gradient norm skips the update; under DDP the ranks agree first, so all skip together.
+    """
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    inputs = batch["input"].to(device, non_blocking=True).contiguous(memory_format=fmt)
+    target = batch["target"].to(device, non_blocking=True)
+    labels = batch["label"].to(device, non_blocking=True)
+    autocast = torch.autocast(device.type, dtype=autocast_dtype) if autocast_dtype else contextlib.nullcontext()
+    with autocast:
+        out = model(inputs)
+    terms = total_loss(out, {"input": inputs, "target": target, "label": labels}, loss_cfg)
+    names = list(terms)
+    values = torch.stack([terms[k].detach().float() for k in names])
+    finite = torch.isfinite(values).all().to(torch.int32)
+    if dist.is_initialized():
+        dist.all_reduce(finite, op=dist.ReduceOp.MIN)
+    optimizer.zero_grad(set_to_none=True)
+    floats = dict(zip(names, values.tolist(), strict=True))
+    if not finite.item():
+        return StepResult(floats, math.nan, skipped=True)
+    terms["total"].backward()
+    params = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+    norm = torch.nn.utils.get_total_norm([p.grad for p in params])
+    # After DDP's all-reduce every rank holds the same gradients, so this decision is the same everywhere.
+    if not torch.isfinite(norm):
+        optimizer.zero_grad(set_to_none=True)
+        return StepResult(floats, math.inf, skipped=True)
+    if grad_clip > 0:
+        torch.nn.utils.clip_grads_with_norm_(params, grad_clip, norm)
+    optimizer.step()
+    return StepResult(floats, float(norm), skipped=False)
+
+
+# ----------------------------------------------------------------------------- evaluation
+
+
+@dataclass
+class Evaluation:
+    """Per-image scores of one task's restorations and of the degraded inputs, plus recognition results."""
+
+    task: str
+    names: list[str] = field(default_factory=list)
+    restored: list[Scores] = field(default_factory=list)
+    inputs: list[Scores] = field(default_factory=list)
+    labels: list[str] = field(default_factory=list)  # each image's true task
+    detected: list[str | None] = field(default_factory=list)  # the recognition head's task, None without one
+    examples: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = field(default_factory=list)  # uint8 in/out/target
+
+    @property
+    def mean(self) -> Scores:
+        """Mean scores of the restorations (the dataset's result)."""
+        return mean_scores(self.restored)
+
+    @property
+    def input_mean(self) -> Scores:
+        """Mean scores of the degraded inputs (the baseline)."""
+        return mean_scores(self.inputs)
+
+    @property
+    def accuracy(self) -> float | None:
+        """Share of images whose detected task is their true task; None for a model without a recognition head."""
+        if not self.detected or self.detected[0] is None:
+            return None
+        return sum(d == t for d, t in zip(self.detected, self.labels, strict=True)) / len(self.detected)
+
+    def summary(self) -> dict[str, Any]:
+        """JSON-able means: restored and input scores, accuracy, image count."""
+        return {
+            "task": self.task,
+            "images": len(self.names),
+            "restored": self.mean.as_dict(),
+            "input": self.input_mean.as_dict(),
+            "accuracy": self.accuracy,
+        }
+
+    def per_image(self) -> list[dict[str, Any]]:
+        """JSON-able rows, one per image, by name."""
+        return [
+            {"name": n, "restored": r.as_dict(), "input": i.as_dict(), "label": t, "detected": d}
+            for n, r, i, t, d in zip(self.names, self.restored, self.inputs, self.labels, self.detected, strict=True)
+        ]
+
+
+def evaluate(
+    model: SmartAssignNet,
+    dataset: Dataset,
+    task: str | None = None,
+    device: str | torch.device = "auto",
+    tile: int | None = 512,
+    overlap: int = 32,
+    keep: int = 0,
+    progress: bool = False,
+) -> Evaluation:
+    """Score ``model`` on every pair of ``dataset`` (sample dicts, any image size) with the tiled inference path.
+
+    Each image is restored by the head of ``task`` (default: the task of the dataset's labels), quantized to
+    8 bits and scored against its own target (pairs come from the dataset, matched by file name). The first
+    ``keep`` images are kept as uint8 (input, restored, target) for sample grids. Leaves ``model`` in eval mode.
+    """
+    restorer = Restorer(model, device=device, tile=tile, overlap=overlap)
+    n = len(dataset)  # type: ignore[arg-type]
+    if n == 0:
+        raise DataError("nothing to evaluate: the dataset is empty")
+    result: Evaluation | None = None
+    for i in tqdm(range(n), desc="eval", unit="img", disable=not progress, leave=False):
+        sample = dataset[i]
+        label_task = TASKS[int(sample["label"])]
+        result = result or Evaluation(task or label_task)
+        degraded = sample["input"].permute(1, 2, 0).numpy()
+        restored = restorer.restore(degraded, result.task).image
+        result.names.append(sample["name"])
+        result.restored.append(score(restored, sample["target"]))
+        result.inputs.append(score(degraded, sample["target"]))
+        result.labels.append(label_task)
+        result.detected.append(restorer.detect(degraded)[0] if model.recognizer is not None else None)
+        if len(result.examples) < keep:
+            result.examples.append((to_uint8(degraded), to_uint8(restored), to_uint8(sample["target"])))
+    assert result is not None
+    return result
+
+
+def sample_grid(examples: list[tuple[np.ndarray, np.ndarray, np.ndarray]], side: int = 256) -> np.ndarray:
+    """uint8 grid, one row per example: input | restored | target, each centre-cropped to at most ``side``²."""
+    rows = []
+    for images in examples:
+        h, w = images[0].shape[:2]
+        ch, cw = min(h, side), min(w, side)
+        y, x = (h - ch) // 2, (w - cw) // 2
+        rows.append(np.concatenate([im[y : y + ch, x : x + cw] for im in images], axis=1))
+    width = max(r.shape[1] for r in rows)
+    rows = [np.pad(r, ((0, 0), (0, width - r.shape[1]), (0, 0))) for r in rows]
+    return np.concatenate(rows, axis=0)
+
+
+def save_png(path: Path, image: np.ndarray) -> None:
+    """Write a uint8 (H, W, 3) image as PNG, atomically."""
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="PNG")
+    atomic_write(path, lambda tmp: tmp.write_bytes(buffer.getvalue()))
+
+
+# ----------------------------------------------------------------------------- logs
+
+
+class CsvLog:
+    """Append-only CSV with a header from the first row; on resume, rows after the resumed step are dropped."""
+
+    def __init__(self, path: Path, resume_step: int | None) -> None:
+        self.path = path
+        self.fields: list[str] | None = None
+        if resume_step is not None and path.is_file():
+            with open(path, newline="") as fh:
+                reader = csv.DictReader(fh)
+                self.fields = list(reader.fieldnames or []) or None
+                kept = [row for row in reader if int(row["step"]) <= resume_step]
+            text = io.StringIO()
+            if self.fields:
+                writer = csv.DictWriter(text, self.fields)
+                writer.writeheader()
+                writer.writerows(kept)
+            atomic_write_text(path, text.getvalue())
+        elif path.exists():
+            path.unlink()
+
+    def write(self, row: dict[str, Any]) -> None:
+        """Append one row (its keys fix the columns on the first call)."""
+        new = self.fields is None
+        self.fields = self.fields or list(row)
+        with open(self.path, "a", newline="") as fh:
+            writer = csv.DictWriter(fh, self.fields, extrasaction="ignore")
+            if new:
+                writer.writeheader()
+            writer.writerow(row)
+
+
+class RunLog:
+    """Rank 0's outputs besides checkpoints: ``train.csv``, ``val.csv``, TensorBoard (if installed), sample grids."""
+
+    def __init__(self, run_dir: Path, resume_step: int | None, tensorboard: bool) -> None:
+        self.run_dir = run_dir
+        self.train_csv = CsvLog(run_dir / "train.csv", resume_step)
+        self.val_csv = CsvLog(run_dir / "val.csv", resume_step)
+        self.writer: Any = None
+        if tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError:
+                log.info("tensorboard is not installed; logging to CSV only (pip install 'smartassign[train]')")
+            else:
+                # purge_step drops the events a killed run wrote after its last checkpoint.
+                purge = None if resume_step is None else resume_step + 1
+                self.writer = SummaryWriter(str(run_dir / "tb"), purge_step=purge)
+
+    def train(self, row: dict[str, Any]) -> None:
+        """One row of averaged training terms, learning rate and throughput."""
+        self.train_csv.write(row)
+        if self.writer is not None:
+            for k, v in row.items():
+                if k not in ("step", "epoch"):
+                    self.writer.add_scalar(f"train/{k}", v, row["step"])
+
+    def val(self, step: int, evals: dict[str, Evaluation]) -> None:
+        """One row and one console line per validated task."""
+        for task, ev in evals.items():
+            scores, base = ev.mean, ev.input_mean
+            row = {"step": step, "task": task, **scores.as_dict(), "input_psnr_y": base.psnr_y,
+                   "input_ssim_y": base.ssim_y, "accuracy": ev.accuracy}  # fmt: skip
+            self.val_csv.write(row)
+            if self.writer is not None:
+                for k, v in scores.as_dict().items():
+                    self.writer.add_scalar(f"val_{task}/{k}", v, step)
+            recog = "" if ev.accuracy is None else f", recognition {100 * ev.accuracy:.1f}%"
+            log.info(
+                "step %d val %s: PSNR-Y %.2f dB (input %.2f), SSIM-Y %.4f (input %.4f)%s",
+                step, task, scores.psnr_y, base.psnr_y, scores.ssim_y, base.ssim_y, recog,
+            )  # fmt: skip
+
+    def samples(self, step: int, evals: dict[str, Evaluation]) -> None:
+        """The kept examples of every task as one PNG grid."""
+        examples = [e for ev in evals.values() for e in ev.examples]
+        if examples:
+            save_png(self.run_dir / "samples" / f"step_{step:08d}.png", sample_grid(examples))
+
+    def close(self) -> None:
+        """Flush TensorBoard."""
+        if self.writer is not None:
+            self.writer.close()
+
+
+# ----------------------------------------------------------------------------- the loop
+
+
+@dataclass
+class FitResult:
+    """The trained network (unwrapped, on its training device), where it was saved and how training ended."""
+
+    model: SmartAssignNet
+    run_dir: Path
+    step: int
+    val: dict[str, dict[str, Any]]
+    best_psnr_y: float
+
+
+def _check_resumable(weights: Path, exp: Experiment) -> None:
+    """A checkpoint may be resumed only with the same model; other differences are logged."""
+    info = read_sidecar(weights)
+    saved = model_config_from_dict(info["model"])
+    if saved != exp.model:
+        diff = [f"{k} {getattr(saved, k)} -> {getattr(exp.model, k)}" for k in vars(saved)
+                if getattr(saved, k) != getattr(exp.model, k)]  # fmt: skip
+        raise ConfigError(f"{weights}: cannot resume with another model ({'; '.join(diff)}); set a new train.out_dir")
+    before, now = info.get("experiment", {}), experiment_to_dict(exp)
+    changed = [f"{s}.{k}" for s in ("loss", "data", "train") for k, v in now[s].items()
+               if before.get(s, {}).get(k, v) != v]  # fmt: skip
+    if changed:
+        log.warning("resuming with changed settings: %s", ", ".join(changed))
+
+
+def _validate(
+    model: SmartAssignNet, val: dict[str, Dataset], device: torch.device, tile: int, keep: int, only_kept: bool
+) -> dict[str, Evaluation]:
+    """Evaluate each task's validation set (or just its first ``keep`` images); back to training mode after."""
+    try:
+        return {
+            t: evaluate(model, Subset(ds, range(min(keep, len(ds)))) if only_kept else ds, t, device,  # type: ignore[arg-type]
+                        tile=tile or None, keep=keep)
+            for t, ds in val.items()
+        }  # fmt: skip
+    finally:
+        model.train()
+
+
+def fit(exp: Experiment, resume: bool = False, data: TrainData | None = None) -> FitResult:
+    """Train ``exp`` into ``exp.train.out_dir``; with ``resume``, continue from its newest checkpoint.
+
+    Runs as one process or as every rank of a torchrun job (DDP); only rank 0 writes. ``data`` replaces the
+    datasets that ``exp.data`` describes (tests use small in-memory ones).
+    """
+    procs, started = init_processes(exp.train.device)
+    try:
+        return _fit(exp, resume, data, procs)
+    finally:
+        if started:
+            dist.destroy_process_group()
+
+
+def _fit(exp: Experiment, resume: bool, data: TrainData | None, procs: Processes) -> FitResult:
+    cfg = exp.train
+    run_dir = Path(cfg.out_dir)
+    device = train_device(cfg.device, procs)
+    cuda = device.type == "cuda"
+    autocast_dtype = torch.bfloat16 if cuda and cfg.amp else None
+    channels_last = cuda and cfg.channels_last
+    if cfg.deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    if cuda:
+        torch.backends.cudnn.benchmark = not cfg.deterministic  # fixed crop sizes: autotuned kernels pay off
+        torch.set_float32_matmul_precision("high")
+
+    # --- where to start
+    start = latest_checkpoint(run_dir) if resume else None
+    if not resume and list_checkpoints(run_dir):
+        raise ConfigError(f"{run_dir}: holds checkpoints already; pass --resume to continue, or set train.out_dir")
+    if resume and start is None and procs.is_main:
+        log.info("%s: no checkpoint to resume from; starting fresh", run_dir)
+    if start is not None:
+        _check_resumable(start, exp)
+    if exp.model.freeze_before_tkff and not cfg.init_from and start is None:
+        raise ConfigError(f"variant {exp.variant} trains only the heads: set train.init_from to trained V6 weights")
+
+    # --- model, optimizer, schedule
+    seed_everything(cfg.seed)
+    raw = SmartAssignNet(exp.model)
+    if cfg.init_from and start is None:
+        fresh = load_matching(raw, Path(cfg.init_from))
+        if procs.is_main:
+            log.info("initialised from %s; %d tensors start fresh: %s", cfg.init_from, len(fresh), ", ".join(fresh))
+    raw.to(device, memory_format=torch.channels_last if channels_last else torch.preserve_format).train()
+    trainable = [p for p in raw.parameters() if p.requires_grad]
+    optimizer = torch.optim.Adam(trainable, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
+    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+        optimizer,
+        mode="min" if cfg.plateau_metric == "train_loss" else "max",
+        factor=cfg.plateau_factor,
+        patience=cfg.plateau_patience,
+        min_lr=cfg.min_lr,
+    )
+    # Everything the loop needs to continue exactly; saved in every checkpoint.
+    state: dict[str, Any] = {"step": 0, "epoch": 0, "position": 0, "bad_steps": 0, "skipped": 0,
+                             "window_loss": 0.0, "window_steps": 0, "best_psnr_y": -math.inf, "val": {}}  # fmt: skip
+    if start is not None:
+        state.update(load_checkpoint(start, raw, optimizer, scheduler))
+        if procs.is_main:
+            log.info("resumed from %s at step %d", start, state["step"])
+
+    # --- data, wrappers, outputs
+    data = data or build_data(exp.data, exp.model.tasks, cfg.seed)
+    loader = build_loader(data.train, cfg.batch_size, cfg.seed, exp.data.workers, procs)
+    batches: EpochBatches = loader.batch_sampler  # type: ignore[assignment]
+    model: torch.nn.Module = torch.compile(raw) if cfg.compile else raw
+    if procs.world_size > 1:
+        model = DistributedDataParallel(model, device_ids=[device.index] if cuda else None)
+    runlog = None
+    if procs.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(experiment_to_dict(exp), sort_keys=False))
+        runlog = RunLog(run_dir, state["step"] if start is not None else None, cfg.tensorboard)
+        log.info(
+            "%s %s: %.3f M parameters (%.3f M trained) on %s x%d, %d batches of %d per epoch -> %s",
+            exp.preset, exp.variant, count_parameters(raw) / 1e6, count_parameters(raw, True) / 1e6,
+            device, procs.world_size, len(batches.batches), cfg.batch_size, run_dir,  # type: ignore[arg-type]
+        )  # fmt: skip
+
+    def save() -> None:
+        meta = {"experiment": experiment_to_dict(exp), "metrics": state["val"]}
+        save_checkpoint(run_dir, state["step"], raw, optimizer, scheduler, state, meta, cfg.keep_last)
+
+    # --- the loop
+    began = time.monotonic()
+    sums: dict[str, float] = {}
+    tick, images, good = time.monotonic(), 0, 0
+    bar = tqdm(total=cfg.steps, initial=state["step"], disable=not (procs.is_main and cfg.progress), unit="step")
+    done = state["step"] >= cfg.steps
+    with logging_redirect_tqdm():
+        while not done:
+            batches.start(state["epoch"], state["position"])
+            for batch in loader:
+                result = train_step(model, batch, optimizer, exp.loss, device, autocast_dtype, channels_last,
+                                    cfg.grad_clip)  # fmt: skip
+                state["step"] += 1
+                state["position"] += 1
+                step = state["step"]
+                images += len(batch["label"]) * procs.world_size
+                bar.update(1)
+                if result.skipped:
+                    state["bad_steps"] += 1
+                    state["skipped"] += 1
+                    if procs.is_main:
+                        terms = {k: f"{v:.4g}" for k, v in result.terms.items()}
+                        log.warning("step %d skipped: non-finite loss or gradient (%d in a row): %s",
+                                    step, state["bad_steps"], terms)  # fmt: skip
+                    if state["bad_steps"] >= cfg.max_bad_steps:
+                        raise TrainingError(
+                            f"{state['bad_steps']} non-finite steps in a row at step {step}; lower train.lr, set "
+                            f"train.grad_clip, or check the data (last checkpoint: {latest_checkpoint(run_dir)})"
+                        )
+                else:
+                    state["bad_steps"] = 0
+                    state["window_loss"] += result.terms["total"]
+                    state["window_steps"] += 1
+                    good += 1
+                    for k, v in {**result.terms, "grad_norm": result.grad_norm}.items():
+                        sums[k] = sums.get(k, 0.0) + v
+
+                last = step >= cfg.steps
+                if cfg.time_limit_min:
+                    late = torch.tensor(float(time.monotonic() - began > 60 * cfg.time_limit_min), device=device)
+                    if procs.world_size > 1:  # rank 0's clock decides: every rank stops at the same step
+                        dist.broadcast(late, 0)
+                    last = last or bool(late.item())
+
+                if step % cfg.log_every == 0 or last:
+                    lr = optimizer.param_groups[0]["lr"]
+                    rate = images / (time.monotonic() - tick)
+                    row = {"step": step, "epoch": state["epoch"], "lr": lr, "images_per_s": rate,
+                           "skipped": state["skipped"], **{k: v / max(good, 1) for k, v in sums.items()}}  # fmt: skip
+                    if runlog is not None:
+                        runlog.train(row)
+                    bar.set_postfix(loss=f"{row.get('total', math.nan):.4f}", lr=f"{lr:.2e}", img_s=f"{rate:.1f}")
+                    sums, tick, images, good = {}, time.monotonic(), 0, 0
+
+                if cfg.plateau_metric == "train_loss" and step % cfg.plateau_every == 0:
+                    totals = torch.tensor([state["window_loss"], float(state["window_steps"])], device=device)
+                    if procs.world_size > 1:
+                        dist.all_reduce(totals)
+                    if totals[1] > 0:
+                        scheduler.step(float(totals[0] / totals[1]))
+                    state["window_loss"], state["window_steps"] = 0.0, 0
+
+                do_val = bool(data.val) and (step % cfg.val_every == 0 or last)
+                do_samples = bool(data.val) and (step % cfg.sample_every == 0 or last)
+                if do_val or do_samples:
+                    psnr_y = torch.tensor(0.0, device=device)
+                    if runlog is not None:
+                        evals = _validate(raw, data.val, device, cfg.val_tile, 4 if do_samples else 0, not do_val)
+                        if do_samples:
+                            runlog.samples(step, evals)
+                        if do_val:
+                            runlog.val(step, evals)
+                            state["val"] = {t: ev.summary() for t, ev in evals.items()}
+                            psnr_y.fill_(float(np.mean([ev.mean.psnr_y for ev in evals.values()])))
+                            if float(psnr_y) > state["best_psnr_y"]:
+                                state["best_psnr_y"] = float(psnr_y)
+                                meta = {"step": step, "experiment": experiment_to_dict(exp), "metrics": state["val"]}
+                                save_weights(raw, run_dir / BEST, meta)
+                    if do_val and cfg.plateau_metric == "val_psnr":
+                        if procs.world_size > 1:
+                            dist.broadcast(psnr_y, 0)
+                        scheduler.step(float(psnr_y))
+
+                if procs.is_main and (last or step % cfg.ckpt_every == 0):
+                    save()
+                if last:
+                    done = True
+                    break
+            else:
+                state["epoch"] += 1
+                state["position"] = 0
+    bar.close()
+    if runlog is not None:
+        runlog.close()
+    return FitResult(raw.eval(), run_dir, state["step"], state["val"], state["best_psnr_y"])
+
+
+__all__ = [
+    "CsvLog",
+    "EpochBatches",
+    "Evaluation",
+    "FitResult",
+    "KeyedSamples",
+    "Processes",
+    "RunLog",
+    "StepResult",
+    "TrainData",
+    "build_data",
+    "build_loader",
+    "evaluate",
+    "fit",
+    "init_processes",
+    "sample_grid",
+    "save_png",
+    "seed_everything",
+    "train_device",
+    "train_step",
+]
