@@ -328,3 +328,22 @@ def test_cli_trains_resumes_and_evaluates_on_synthetic_data(tmp_path: Path, caps
     assert "PSNR-Y" in report.with_suffix(".md").read_text()
     assert main(["eval", "--weights", str(weights), "--data", str(tmp_path / "synth" / "rain")]) == 2
     assert "--task" in capsys.readouterr().err
+
+
+def test_synthetic_data_can_come_from_a_folder_of_own_photos(tmp_path: Path) -> None:
+    from PIL import Image
+
+    from smartassign.config import DataConfig
+    from smartassign.train import build_data
+
+    rng = np.random.default_rng(0)
+    for name in ("b.png", "a.jpg", ".hidden.png", "notes.txt"):
+        (tmp_path / name).write_bytes(b"")
+    for name in ("a.jpg", "b.png"):
+        Image.fromarray(rng.integers(0, 255, (40, 50, 3), dtype=np.uint8)).save(tmp_path / name)
+    data = build_data(DataConfig(photos=str(tmp_path), crop=32, val_pairs=0), ("rain",), seed=0)
+    assert [p.name for p in data.train["rain"].photos] == ["a.jpg", "b.png"] and not data.val
+    assert data.train["rain"][0]["input"].shape == (3, 32, 32)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ConfigError, match="holds no"):
+        build_data(DataConfig(photos=str(tmp_path / "empty")), ("rain",), seed=0)

@@ -14,6 +14,7 @@ import io
 import logging
 import math
 import os
+import random
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -97,8 +98,6 @@ def train_device(name: str, procs: Processes) -> torch.device:
 
 def seed_everything(seed: int) -> None:
     """Seed Python, NumPy and torch (all devices)."""
-    import random
-
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
@@ -589,7 +588,8 @@ def _fit(exp: Experiment, resume: bool, data: TrainData | None, procs: Processes
             log.info("resumed from %s at step %d", start, state["step"])
 
     # --- data, wrappers, outputs
-    data = data or build_data(exp.data, exp.model.tasks, cfg.seed)
+    if data is None:
+        data = build_data(exp.data, exp.model.tasks, cfg.seed)
     loader = build_loader(data.train, cfg.batch_size, cfg.seed, exp.data.workers, procs)
     batches: EpochBatches = loader.batch_sampler  # type: ignore[assignment]
     model: torch.nn.Module = torch.compile(raw) if cfg.compile else raw
@@ -657,8 +657,10 @@ def _fit(exp: Experiment, resume: bool, data: TrainData | None, procs: Processes
                 if step % cfg.log_every == 0 or last:
                     lr = optimizer.param_groups[0]["lr"]
                     rate = images / (time.monotonic() - tick)
+                    # Every term is a column from the first row on, NaN for a window of skipped steps only.
+                    means = {k: sums[k] / good if good else math.nan for k in [*result.terms, "grad_norm"]}
                     row = {"step": step, "epoch": state["epoch"], "lr": lr, "images_per_s": rate,
-                           "skipped": state["skipped"], **{k: v / max(good, 1) for k, v in sums.items()}}  # fmt: skip
+                           "skipped": state["skipped"], **means}  # fmt: skip
                     if runlog is not None:
                         runlog.train(row)
                     bar.set_postfix(loss=f"{row.get('total', math.nan):.4f}", lr=f"{lr:.2e}", img_s=f"{rate:.1f}")
