@@ -204,5 +204,8 @@ def run(args: argparse.Namespace) -> int:
     if args.report is not None:
         images = [asdict(o) for o in outcomes]
         report = {"restored": restored, "skipped": skipped, "failed": len(failed), "images": images}
-        atomic_write_text(args.report, json.dumps(report, indent=2) + "\n")
+        try:
+            atomic_write_text(args.report, json.dumps(report, indent=2) + "\n")
+        except OSError as exc:  # e.g. the disk filled up with the images
+            raise ConfigError(f"--report {args.report}: cannot write the report ({exc.strerror or exc})") from None
     return 1 if failed else 0
