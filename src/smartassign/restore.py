@@ -10,7 +10,7 @@ alpha), 3 (RGB) or 4 (RGBA); ``uint8``, ``uint16`` or floating point in
 [0, 1]. Gray is restored as three equal channels and returned as luma; alpha
 is passed through untouched. Float input with NaN or infinity is rejected with
 :class:`ImageError` (nothing is silently invented); finite values outside
-[0, 1] are clipped.
+[0, 1] are clipped, alpha included.
 """
 
 from __future__ import annotations
@@ -116,6 +116,8 @@ def _split(pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray | None, float]:
         raise ImageError(f"input array: dtype {pixels.dtype} is not supported; use uint8, uint16 or float in [0, 1]")
     alpha = pixels[..., -1:] if pixels.shape[2] in (2, 4) else None
     colour = pixels[..., :-1] if alpha is not None else pixels
+    if alpha is not None and scale == 1.0:
+        alpha = np.clip(alpha, 0, 1)  # float output stays in [0, 1] like the restored colour
     return colour, alpha, scale
 
 
