@@ -328,6 +328,9 @@ def test_cli_trains_resumes_and_evaluates_on_synthetic_data(tmp_path: Path, caps
     assert "PSNR-Y" in report.with_suffix(".md").read_text()
     assert main(["eval", "--weights", str(weights), "--data", str(tmp_path / "synth" / "rain")]) == 2
     assert "--task" in capsys.readouterr().err
+    from smartassign.cli.evaluate import datasets
+
+    assert list(datasets(tmp_path / "synth", "generic", None, ("snow",))) == ["snow"]  # a V4s model: its task only
 
 
 def test_synthetic_data_can_come_from_a_folder_of_own_photos(tmp_path: Path) -> None:

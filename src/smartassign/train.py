@@ -18,6 +18,7 @@ import random
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import timedelta
 from itertools import islice
 from pathlib import Path
 from typing import Any
@@ -83,7 +84,8 @@ def init_processes(device: str) -> tuple[Processes, bool]:
     started = not dist.is_initialized()
     if started:
         backend = "nccl" if torch.cuda.is_available() and device != "cpu" else "gloo"
-        dist.init_process_group(backend=backend, init_method="env://")
+        # Rank 0 validates alone while the others wait in the next collective: allow long validations.
+        dist.init_process_group(backend=backend, init_method="env://", timeout=timedelta(minutes=60))
     return Processes(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0"))), started
 
 

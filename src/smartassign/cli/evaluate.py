@@ -53,9 +53,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def datasets(root: Path, layout: str, task: str | None) -> dict[str, Dataset]:
-    """The paired sets to score, by task: ``root/rain`` and ``root/snow`` of a synthetic set, else ``root`` itself."""
-    split = {t: root / t for t in TASKS if (root / t / "input").is_dir()}
+def datasets(root: Path, layout: str, task: str | None, tasks: tuple[str, ...] = TASKS) -> dict[str, Dataset]:
+    """The paired sets to score, by task: ``root/<task>`` of a synthetic set for each of ``tasks``, else ``root``."""
+    split = {t: root / t for t in tasks if (root / t / "input").is_dir()}
     if layout == "generic" and split and task is None:
         return {t: PairedDataset(path, "generic", TASKS.index(t)) for t, path in split.items()}
     task = task or LAYOUT_TASK.get(layout)
@@ -96,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
     """Score every task found under ``--data``; print and write the report."""
     weights = args.weights or bundled_weights("small")
     model = load_weights(weights)
-    sets = datasets(args.data, args.layout, args.task)
+    sets = datasets(args.data, args.layout, args.task, model.cfg.tasks)
     results: dict[str, Evaluation] = {}
     for task, ds in sets.items():
         if args.limit:
