@@ -129,6 +129,39 @@ def _read_deep_colour(path: Path, image: Image.Image) -> np.ndarray:
     return np.ascontiguousarray(_ORIENT[orientation](pixels)) if orientation in _ORIENT else pixels
 
 
+def _check_size(path: Path, w: int, h: int, max_pixels: int) -> None:
+    """:class:`ImageError` for an image above the pixel limit or without pixels, before it is decoded."""
+    if w * h > max_pixels:
+        raise ImageError(
+            f"{path}: {w}x{h} is {w * h / 1e6:.0f} MP, above the limit of {max_pixels / 1e6:.0f} MP "
+            "(raise it with --max-megapixels if the image is genuine)"
+        )
+    if w * h == 0:
+        raise ImageError(f"{path}: image has zero size ({w}x{h})")
+
+
+def _read_tiff(path: Path, max_pixels: int) -> Picture:
+    """A TIFF that Pillow cannot open (16-bit gray + alpha, as :func:`write_image` writes it), read by tifffile."""
+    try:
+        with tifffile.TiffFile(path) as tif:
+            page = tif.pages[0]
+            _check_size(path, page.imagewidth, page.imagelength, max_pixels)
+            pixels = page.asarray()
+            planar = page.axes.startswith("S")
+            orientation = page.tags.valueof(274, 1)
+            icc = page.tags.valueof(34675)
+    except ImageError:
+        raise
+    except (*DECODE_ERRORS, tifffile.TiffFileError) as exc:
+        raise ImageError(f"{path}: corrupt or truncated image ({exc})") from None
+    pixels = np.moveaxis(pixels, 0, -1) if planar else pixels
+    pixels = pixels[..., None] if pixels.ndim == 2 else pixels
+    if pixels.dtype not in (np.uint8, np.uint16) or pixels.ndim != 3 or pixels.shape[2] not in (1, 2, 3, 4):
+        raise ImageError(f"{path}: unsupported {pixels.dtype} image of shape {pixels.shape}; use 8 or 16 bits")
+    pixels = np.ascontiguousarray(_ORIENT[orientation](pixels)) if orientation in _ORIENT else pixels
+    return Picture(pixels, "TIFF", icc if isinstance(icc, bytes) else None, None)
+
+
 def read_image(path: str | Path, max_pixels: int = MAX_PIXELS) -> Picture:
     """Decode an image file to a :class:`Picture`; :class:`ImageError` naming the file on any problem."""
     path = Path(path)
@@ -145,14 +178,7 @@ def read_image(path: str | Path, max_pixels: int = MAX_PIXELS) -> Picture:
             # The pixel limit below is ours; Pillow's softer warning for large images is noise here.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(path) as image:
-                w, h = image.size
-                if w * h > max_pixels:
-                    raise ImageError(
-                        f"{path}: {w}x{h} is {w * h / 1e6:.0f} MP, above the limit of {max_pixels / 1e6:.0f} MP "
-                        "(raise it with --max-megapixels if the image is genuine)"
-                    )
-                if w * h == 0:
-                    raise ImageError(f"{path}: image has zero size ({w}x{h})")
+                _check_size(path, *image.size, max_pixels)
                 fmt = image.format or "PNG"
                 icc = image.info.get("icc_profile") or None
                 if image.mode in ("RGB", "RGBA", "LA") and _bits_per_channel(path, image) > 8:
@@ -165,6 +191,9 @@ def read_image(path: str | Path, max_pixels: int = MAX_PIXELS) -> Picture:
     except ImageError:
         raise
     except UnidentifiedImageError:
+        with open(path, "rb") as fh:
+            if fh.read(4) in (b"II*\0", b"MM\0*", b"II+\0", b"MM\0+"):  # TIFF or BigTIFF
+                return _read_tiff(path, max_pixels)
         raise ImageError(f"{path}: not an image file Pillow can read") from None
     except Image.DecompressionBombError:
         raise ImageError(f"{path}: too many pixels for Pillow's decompression-bomb limit") from None
