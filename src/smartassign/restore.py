@@ -21,6 +21,7 @@ import time
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -145,8 +146,7 @@ class Restorer:
         dtype: torch.dtype | None = None,
         detect_size: int = 512,
     ) -> None:
-        if tile is not None and tile <= 0:
-            tile = None  # 0 means: the whole image at once
+        tile = tile or None  # 0 means: the whole image at once
         if overlap < 0 or (tile is not None and tile <= 2 * overlap):
             raise ConfigError(f"tile {tile} must be larger than twice the overlap {overlap} (and overlap >= 0)")
         self.device = resolve_device(device)
@@ -160,7 +160,7 @@ class Restorer:
         self.detect_size = detect_size
 
     @classmethod
-    def from_weights(cls, path: str | Path | None = None, device: str | torch.device = "auto", **kw) -> Restorer:
+    def from_weights(cls, path: str | Path | None = None, device: str | torch.device = "auto", **kw: Any) -> Restorer:
         """Load weights (``None``: the bundled ``small`` weights) and wrap them in a Restorer."""
         return cls(load_weights(Path(path) if path is not None else bundled_weights("small")), device, **kw)
 
