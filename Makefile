@@ -32,5 +32,9 @@ lint: $(STAMP)
 photos:
 	bash scripts/install_photos.sh
 
+# The ablation study (docs/RESULTS.md): about 1.6 h on two idle cores; resumable, rerun to continue.
+bench-ablation: $(STAMP)
+	$(PY) benchmarks/ablation.py
+
 clean:
 	rm -rf $(VENV) outputs runs .pytest_cache
