@@ -79,7 +79,9 @@ def test_variant_shapes_and_gradients(variant: str, attention: str) -> None:
 
 
 def test_variants_build_only_what_they_use() -> None:
-    names = {v: {n.split(".")[0] for n, _ in SmartAssignNet(model_config("tiny", v)).named_parameters()} for v in VARIANTS}
+    names = {
+        v: {n.split(".")[0] for n, _ in SmartAssignNet(model_config("tiny", v)).named_parameters()} for v in VARIANTS
+    }
     assert "gkfm" not in names["V2"] and "drm" not in names["V2"]
     assert "drm" not in names["V1"] and "gkfm" in names["V1"]
     assert "recognizer" not in names["V5"] and "recognizer" not in names["V4r"]

@@ -124,6 +124,12 @@ def total_loss(out: Output, batch: dict[str, torch.Tensor], cfg: LossConfig) -> 
         terms["contra"] = (
             contrast_literal(emb) if cfg.contrast == "literal" else contrast_infonce(emb, cfg.contrast_temperature)
         )
-    weights = {"char": cfg.w_char, "grad": cfg.w_grad, "sparsity": cfg.w_sparsity, "recog": cfg.w_recog, "contra": cfg.w_contra}
+    weights = {
+        "char": cfg.w_char,
+        "grad": cfg.w_grad,
+        "sparsity": cfg.w_sparsity,
+        "recog": cfg.w_recog,
+        "contra": cfg.w_contra,
+    }
     terms["total"] = sum(weights[k] * v for k, v in terms.items())
     return terms

@@ -138,7 +138,7 @@ class Encoder(nn.Module):
             if level < len(self.down):
                 skips.append(x)
                 x = self.down[level](x)
-        for up, fuse, stage in zip(self.up, self.fuse, self.dec):
+        for up, fuse, stage in zip(self.up, self.fuse, self.dec, strict=True):
             x = stage(fuse(torch.cat([up(x), skips.pop()], dim=1)))
         return x
 
@@ -161,7 +161,9 @@ class RestorationHead(nn.Module):
 
     def __init__(self, cin: int, channels: int) -> None:
         super().__init__()
-        self.body = nn.Sequential(conv3(cin, channels), nn.GELU(), conv3(channels, channels), nn.GELU(), conv3(channels, 3))
+        self.body = nn.Sequential(
+            conv3(cin, channels), nn.GELU(), conv3(channels, channels), nn.GELU(), conv3(channels, 3)
+        )
         # Start as the identity map: an untrained head returns its input instead
         # of noise, which shortens the plateau before the residual is learnt.
         nn.init.zeros_(self.body[-1].weight)

@@ -23,5 +23,6 @@ def run(args: argparse.Namespace) -> int:
     print("|---|---|---:|---:|")
     for name in args.models:
         model = SmartAssignNet(model_config(name, args.variant)).eval()
-        print(f"| {name} | {args.variant} | {count_parameters(model) / 1e6:.3f} | {count_flops(model, args.size) / 1e9:.2f} |")
+        params, gflops = count_parameters(model) / 1e6, count_flops(model, args.size) / 1e9
+        print(f"| {name} | {args.variant} | {params:.3f} | {gflops:.2f} |")
     return 0
