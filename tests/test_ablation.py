@@ -32,11 +32,7 @@ def _load_ablation() -> ModuleType:
 ablation = _load_ablation()
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _argv(tmp_path: Path, *extra: str) -> list[str]:

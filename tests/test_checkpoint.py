@@ -28,13 +28,7 @@ from smartassign.config import model_config
 from smartassign.errors import WeightsError
 from smartassign.model import SmartAssignNet
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _trained(seed: int = 0) -> tuple[SmartAssignNet, torch.optim.Optimizer, torch.optim.lr_scheduler.ReduceLROnPlateau]:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import io
 import warnings
-from collections.abc import Iterator
 
 import imagecodecs
 import numpy as np
@@ -31,13 +30,7 @@ DTYPES = (np.uint8, np.uint16, np.float32)
 LAYOUTS = ((), (1,), (2,), (3,), (4,))  # gray (H, W), then (H, W, C)
 
 
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    """Other work shares the CPU: one thread, restored afterwards."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _tiny(scrambled: bool) -> smartassign.SmartAssignNet:

@@ -38,12 +38,7 @@ ROOT = Path(__file__).resolve().parents[1]
 CLI = "import sys; from smartassign.cli import main; sys.exit(main(sys.argv[1:]))"
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _same_weights(a: Path, b: Path) -> bool:
