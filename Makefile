@@ -32,6 +32,11 @@ lint: $(STAMP)
 photos:
 	bash scripts/install_photos.sh
 
+# Speed and memory against Restormer (docs/PERFORMANCE.md); deepinv only for its Restormer, without its deps.
+bench-speed: $(STAMP)
+	$(PIP) install -q --no-deps "deepinv==0.5.0" einops
+	$(PY) benchmarks/speed.py
+
 # The ablation study (docs/RESULTS.md): about 1.6 h on two idle cores; resumable, rerun to continue.
 bench-ablation: $(STAMP)
 	$(PY) benchmarks/ablation.py
