@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import random
+import stat
 from pathlib import Path
 
 import numpy as np
@@ -152,3 +154,18 @@ def test_load_matching_copies_matching_tensors_and_names_the_rest(tmp_path: Path
     own, src = k1.state_dict(), v6.state_dict()
     assert all(torch.equal(own[k], src[k]) for k in own if k not in fresh)
     assert not torch.equal(own["heads.rain.body.0.weight"][:, :8], src["heads.rain.body.0.weight"][:, :8])
+
+
+def test_atomic_write_gives_the_usual_permissions(tmp_path) -> None:
+    old = os.umask(0o022)
+    try:
+        target = tmp_path / "out.txt"
+        atomic_write_text(target, "x")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(target.stat().st_mode) == 0o644
+
+
+def test_missing_weights_file_is_named_before_its_sidecar(tmp_path) -> None:
+    with pytest.raises(WeightsError, match="weights file not found"):
+        load_weights(tmp_path / "absent.safetensors")

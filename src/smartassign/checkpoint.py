@@ -45,6 +45,8 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     os.close(fd)
     tmp = Path(tmp_name)
     try:
+        # mkstemp creates 0600; a finished file should get the permissions of any new file (umask applies).
+        os.chmod(tmp, 0o666 & ~_umask())
         write(tmp)
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
@@ -52,6 +54,13 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def _umask() -> int:
+    """The process umask (read by setting and restoring it: POSIX has no getter)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -101,6 +110,8 @@ def load_state(path: Path) -> dict[str, torch.Tensor]:
 def load_weights(path: Path, cfg: ModelConfig | None = None, device: str | torch.device = "cpu") -> SmartAssignNet:
     """Build the network described by the sidecar (or ``cfg``) and load ``path`` into it strictly."""
     path = Path(path)
+    if not path.is_file():
+        raise WeightsError(f"{path}: weights file not found")
     if cfg is None:
         try:
             cfg = model_config_from_dict(read_sidecar(path)["model"])
