@@ -14,18 +14,8 @@ from pathlib import Path
 from playwright.sync_api import expect, sync_playwright
 
 from smartassign.restore import Restorer
+from smartassign.web import CHROMIUM_ARGS
 from smartassign.web.app import create_app, serve_in_background
-
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 
 
 def main() -> None:

@@ -16,19 +16,10 @@ sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not 
 
 from smartassign import build_model  # noqa: E402
 from smartassign.restore import Restorer  # noqa: E402
+from smartassign.web import CHROMIUM_ARGS  # noqa: E402
 from smartassign.web.app import create_app, serve_in_background  # noqa: E402
 
 CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 
 pytestmark = [
     pytest.mark.browser,
