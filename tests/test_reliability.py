@@ -20,7 +20,6 @@ import struct
 import subprocess
 import sys
 import tempfile
-import time
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -508,7 +507,7 @@ sys.exit(main(sys.argv[3:]))
 
 
 def test_kill_9_during_restore_leaves_only_complete_images_and_the_next_run_finishes(
-    tmp_path: Path, weights: Path
+    tmp_path: Path, weights: Path, kill_when: Callable[..., None]
 ) -> None:
     src, out = tmp_path / "in", tmp_path / "out"
     src.mkdir()
@@ -518,16 +517,7 @@ def test_kill_9_during_restore_leaves_only_complete_images_and_the_next_run_fini
     marker = tmp_path / "writing"
     cmd = [sys.executable, "-c", KILLED_MID_WRITE, str(marker), "3", *restore_args(weights, src, "-o", out)]
     proc = subprocess.Popen(cmd, env={**os.environ, "OMP_NUM_THREADS": "1"}, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 180
-    try:
-        while not marker.exists():
-            assert proc.poll() is None, proc.stderr.read().decode()[-2000:]  # type: ignore[union-attr]
-            assert time.monotonic() < deadline, "the child never reached its third write"
-            time.sleep(0.02)
-        proc.send_signal(signal.SIGKILL)
-    finally:
-        proc.kill()
-        proc.wait()
+    kill_when(proc, marker.exists, 180, "the child never reached its third write")
     assert proc.returncode == -signal.SIGKILL
     # a.png and b.png were complete; c.jpg died half-written under a hidden temp name; d.png never started.
     temp = Path(marker.read_text())

@@ -5,10 +5,9 @@ from __future__ import annotations
 import csv
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -129,21 +128,14 @@ def test_stop_then_resume_in_a_fresh_run_is_bit_identical(synthetic_yaml: Path, 
     assert [int(r["step"]) for r in _rows(tmp_path / "train.csv")] == list(range(1, 9))
 
 
-def test_resume_after_kill_9_is_bit_identical(synthetic_yaml: Path, straight: Path, tmp_path: Path) -> None:
+def test_resume_after_kill_9_is_bit_identical(
+    synthetic_yaml: Path, straight: Path, tmp_path: Path, kill_when: Callable[..., None]
+) -> None:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-c", CLI, "train", "--config", str(synthetic_yaml), f"train.out_dir={tmp_path}",
            "train.steps=1000"]  # fmt: skip
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 120
-    try:
-        while not list_checkpoints(tmp_path):
-            assert proc.poll() is None, proc.stderr.read().decode()[-2000:]  # type: ignore[union-attr]
-            assert time.monotonic() < deadline, "no checkpoint within 120 s"
-            time.sleep(0.01)
-        proc.send_signal(signal.SIGKILL)
-    finally:
-        proc.kill()
-        proc.wait()
+    kill_when(proc, lambda: bool(list_checkpoints(tmp_path)), 120, "no checkpoint")
     killed_at, last = list_checkpoints(tmp_path)[-1]
     assert 2 <= killed_at < 8
     assert _same_weights(last, straight.parent / last.name), "the killed run had diverged before its kill"
