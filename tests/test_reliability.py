@@ -752,3 +752,32 @@ def test_loading_weights_never_touches_pickle(tmp_path: Path, weights: Path, mon
     for model in (load_weights(weights), smartassign.load(weights, "cpu").model, Restorer.from_weights(weights).model):
         state = model.state_dict()
         assert state.keys() == expected.keys() and all(torch.equal(state[k], expected[k]) for k in expected)
+
+
+# --- first-run faults (issue 16): globs through folder links, eval with a missing partner, -o the input folder,
+# an interrupt while starting, empty output folders, progress bars into a pipe -------------------------------
+
+
+@pytest.mark.timeout(60)  # before the fix the first glob never ended
+def test_recursive_glob_restores_each_real_file_once_and_never_follows_a_folder_link(
+    tmp_path: Path, weights: Path
+) -> None:
+    loop, loop1 = tmp_path / "loop", tmp_path / "loop1"
+    (loop / "sub").mkdir(parents=True)
+    loop1.mkdir()
+    Image.fromarray(noise((8, 8, 3))).save(loop / "one.png")
+    Image.fromarray(noise((8, 8, 3))).save(loop / "sub" / "deep.png")  # a real sub-folder is still searched
+    (loop / "sub" / "up").symlink_to("..")  # links back up the tree: glob.glob walked them without end
+    (loop / "self").symlink_to("../loop")
+    shutil.copy(loop / "one.png", loop1 / "one.png")
+    (loop1 / "self").symlink_to(".")  # glob.glob found one.png through 40 paths: 1 restored, 40 failed
+    (loop1 / "two.png").symlink_to("one.png")  # the same real file under a second name: restored once
+    for folder, expected in ((loop, ["deep.png", "one.png"]), (loop1, ["one.png"])):
+        out = tmp_path / f"out_{folder.name}"
+        run = run_cli(restore_args(weights, f"{folder}/**/*.png", "-o", out, "--recursive"))
+        assert run.code == 0 and f"{len(expected)} restored, 0 skipped, 0 failed" in run.out, run.err
+        assert files_in(out) == expected
+    # The same as giving the folder, which never followed a folder link.
+    run = run_cli(restore_args(weights, loop, "-o", tmp_path / "by_folder", "--recursive"))
+    assert run.code == 0 and files_in(tmp_path / "by_folder") == ["one.png", "sub"]
+    assert files_in(tmp_path / "by_folder" / "sub") == ["deep.png"]

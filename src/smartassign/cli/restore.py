@@ -9,10 +9,12 @@ file, and existing outputs are skipped unless ``--overwrite``.
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import glob
 import json
 import os
 import sys
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -95,8 +97,57 @@ def images_in(folder: Path, recursive: bool, exclude: Path) -> list[Path]:
     )
 
 
+def _listing(folder: Path, pattern: str) -> list[Path]:
+    """Entries of ``folder`` whose names match ``pattern``, sorted; hidden ones only for a pattern starting '.'."""
+    try:
+        names = os.listdir(folder)
+    except OSError:  # not a folder, or unreadable: it holds no match, as for glob.glob
+        return []
+    hidden = pattern.startswith(".")
+    return [folder / n for n in sorted(names) if (hidden or not n.startswith(".")) and fnmatch.fnmatch(n, pattern)]
+
+
+def _matches(folder: Path, parts: tuple[str, ...], recursive: bool) -> Iterator[Path]:
+    """Paths below ``folder`` matching the pattern ``parts``; ``**`` (with ``recursive``) spans real folders only."""
+    if not parts:
+        yield folder
+        return
+    part, rest = parts[0], parts[1:]
+    if part == "**" and recursive:
+        rest = rest or ("*",)  # a trailing '**' matches every file below, as in glob.glob
+        yield from _matches(folder, rest, recursive)  # '**' spanning no folder at all
+        for sub in _listing(folder, "*"):
+            # A link to a folder is not walked: it may lead back up the tree (a loop without end) or to a
+            # folder walked already (the same file many times), as `restore DIR --recursive` never follows one.
+            if sub.is_dir() and not sub.is_symlink():
+                yield from _matches(sub, parts, recursive)
+    elif glob.has_magic(part):
+        for entry in _listing(folder, part):
+            yield from _matches(entry, rest, recursive)
+    elif os.path.lexists(folder / part):
+        yield from _matches(folder / part, rest, recursive)
+
+
+def glob_files(pattern: str, recursive: bool) -> list[Path]:
+    """Files matching the glob ``pattern``, sorted, each real file once (by resolved path).
+
+    Like :func:`glob.glob` (``*`` skips hidden names; ``**`` spans folders only with ``recursive``), except that
+    ``**`` never goes through a link to a folder, so a link loop ends and a linked folder is not counted twice.
+    """
+    path = Path(pattern)
+    parts = path.parts[1:] if path.anchor else path.parts
+    seen: set[Path] = set()
+    files = []
+    for match in sorted(set(_matches(Path(path.anchor or "."), parts, recursive))):
+        if match.is_file() and (real := match.resolve()) not in seen:
+            seen.add(real)
+            files.append(match)
+    return files
+
+
 def expand_inputs(patterns: list[str], recursive: bool, exclude: Path) -> tuple[list[tuple[Path, Path]], list[Outcome]]:
-    """``(file, its path relative to OUTDIR)`` for every input found, and a failure per pattern matching nothing."""
+    """``(file, its path relative to OUTDIR)`` for every input found, each real file once, and a failure per
+    pattern matching nothing."""
     found: list[tuple[Path, Path]] = []
     missing: list[Outcome] = []
     for pattern in patterns:
@@ -105,11 +156,17 @@ def expand_inputs(patterns: list[str], recursive: bool, exclude: Path) -> tuple[
             found += [(f, f.relative_to(path)) for f in images_in(path, recursive, exclude)]
         elif path.exists():
             found.append((path, Path(path.name)))
-        elif glob.has_magic(pattern) and (matches := sorted(glob.glob(pattern, recursive=recursive))):
-            found += [(Path(m), Path(Path(m).name)) for m in matches if Path(m).is_file()]
+        elif glob.has_magic(pattern) and (matches := glob_files(pattern, recursive)):
+            found += [(m, Path(m.name)) for m in matches]
         else:
             missing.append(Outcome(pattern, None, "failed", error=f"{pattern}: no such file, folder or match"))
-    return found, missing
+    seen: set[Path] = set()
+    unique = []
+    for source, relative in found:  # a file named twice (or through a link) is restored once
+        if (real := source.resolve()) not in seen:
+            seen.add(real)
+            unique.append((source, relative))
+    return unique, missing
 
 
 def plan(relative: Path, suffix: str, fmt: str | None) -> tuple[Path, str]:
