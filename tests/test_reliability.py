@@ -781,3 +781,56 @@ def test_recursive_glob_restores_each_real_file_once_and_never_follows_a_folder_
     run = run_cli(restore_args(weights, loop, "-o", tmp_path / "by_folder", "--recursive"))
     assert run.code == 0 and files_in(tmp_path / "by_folder") == ["one.png", "sub"]
     assert files_in(tmp_path / "by_folder" / "sub") == ["deep.png"]
+
+
+def _paired_folder(root: Path, names: list[str]) -> None:
+    """``root/input`` and ``root/target`` holding the same file names, 16x16 noise."""
+    for side in ("input", "target"):
+        (root / side).mkdir(parents=True)
+        for name in names:
+            Image.fromarray(noise((16, 16, 3))).save(root / side / name)
+
+
+@pytest.mark.parametrize(
+    ("removed", "problem"),
+    [
+        ("rain/target/00002.png", "rain/input/00002.png: no clean partner ({root}/rain/target/00002.*)"),
+        ("snow/input/00001.png", "snow/target/00001.png: no degraded partner ({root}/snow/input/00001.*)"),
+    ],
+)
+def test_eval_with_a_missing_partner_is_one_line_naming_it_unless_skip_missing(
+    tmp_path: Path, weights: Path, removed: str, problem: str
+) -> None:
+    root = tmp_path / "syn"  # a `smartassign data synth` folder: rain/ and snow/, each input/ + target/
+    names = [f"{i:05d}.png" for i in range(4)]
+    for task in ("rain", "snow"):
+        _paired_folder(root / task, names)
+    (root / removed).unlink()
+    report = tmp_path / "report" / "syn"
+    argv = ["eval", "--weights", str(weights), "--data", str(root), "--device", "cpu", "--report", str(report)]
+    run = run_cli(argv)
+    assert run.code == 2 and run.out == ""
+    line = f"smartassign: error: {root}/{problem.format(root=root)}; `smartassign data check "
+    assert run.err.startswith(line) and run.err.count("\n") == 1 and "--skip-missing" in run.err
+    assert not report.parent.exists()  # no report that looks complete
+
+    run = run_cli([*argv, "--skip-missing"])
+    task = removed.split("/")[0]
+    assert run.code == 0 and f"| syn | {task} | 3 |" in run.out and "Not scored (--skip-missing): 1 " in run.out
+    data = json.loads(report.with_suffix(".json").read_text())
+    assert data["results"][task]["skipped_missing"] == 1 and data["results"][task]["images"] == 3
+    assert data["missing"] == {task: [f"{root}/{problem.format(root=root)}"]}
+    assert "Not scored (--skip-missing)" in report.with_suffix(".md").read_text()
+
+
+def test_eval_of_a_generic_folder_with_a_missing_partner_is_an_error(tmp_path: Path, weights: Path) -> None:
+    root = tmp_path / "pairs"
+    _paired_folder(root, ["a.png", "b.png"])
+    (root / "target" / "b.png").unlink()
+    argv = ["eval", "--weights", str(weights), "--data", str(root), "--task", "rain", "--device", "cpu"]
+    run = run_cli([*argv, "--report", str(tmp_path / "r")])
+    assert run.code == 2 and run.err.startswith(
+        f"smartassign: error: {root / 'input' / 'b.png'}: no clean partner ({root / 'target' / 'b'}.*)"
+    )
+    run = run_cli([*argv, "--report", str(tmp_path / "r"), "--skip-missing"])
+    assert run.code == 0 and "| pairs | rain | 1 |" in run.out

@@ -18,7 +18,7 @@ from torch.utils.data import Dataset, Subset
 from smartassign.checkpoint import atomic_write_text, load_weights
 from smartassign.config import TASKS
 from smartassign.data import LAYOUTS, PairedDataset
-from smartassign.errors import ConfigError
+from smartassign.errors import ConfigError, DataError
 from smartassign.restore import bundled_weights
 from smartassign.train import Evaluation, evaluate
 
@@ -50,6 +50,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--overlap", type=int, default=32, help="pixels shared by neighbouring tiles, blended")
     p.add_argument("--limit", type=int, default=0, help="only the first N pairs (by name) of each task; 0 = all")
     p.add_argument("--report", type=Path, help="write PREFIX.md and PREFIX.json (default: eval/<data folder name>)")
+    p.add_argument(
+        "--skip-missing",
+        action="store_true",
+        help="score the complete pairs and report how many lacked a partner (default: a missing partner is an error)",
+    )
     p.set_defaults(func=run)
 
 
@@ -62,6 +67,21 @@ def datasets(root: Path, layout: str, task: str | None, tasks: tuple[str, ...] =
     if task is None:
         raise ConfigError(f"{root}: a generic folder needs --task rain or --task snow")
     return {task: PairedDataset(root, layout, TASKS.index(task))}
+
+
+def incomplete(sets: dict[str, Dataset], layout: str, skip: bool) -> dict[str, list[str]]:
+    """Files without a partner, by task. Without ``skip`` any such file is a DataError naming the first one: a
+    score over the remaining pairs would look complete but leave images out."""
+    missing = {task: list(getattr(ds, "missing", [])) for task, ds in sets.items()}
+    lines = [line for lines in missing.values() for line in lines]
+    if lines and not skip:
+        more = f" (and {len(lines) - 1} more)" if len(lines) > 1 else ""
+        root = next(ds.root for task, ds in sets.items() if missing[task])
+        raise DataError(
+            f"{lines[0]}{more}; `smartassign data check {root} --layout {layout}` lists every one, and --skip-missing "
+            "scores only the complete pairs"
+        )
+    return {task: lines for task, lines in missing.items() if lines}
 
 
 def _finite(value: Any) -> Any:
@@ -97,6 +117,7 @@ def run(args: argparse.Namespace) -> int:
     weights = args.weights or bundled_weights("small")
     model = load_weights(weights)
     sets = datasets(args.data, args.layout, args.task, model.cfg.tasks)
+    skipped = incomplete(sets, args.layout, args.skip_missing)
     results: dict[str, Evaluation] = {}
     for task, ds in sets.items():
         if args.limit:
@@ -105,6 +126,9 @@ def run(args: argparse.Namespace) -> int:
                                  progress=True)  # fmt: skip
     name = args.data.resolve().name
     table = markdown(results, name)
+    if skipped:
+        counts = ", ".join(f"{len(lines)} {task}" for task, lines in skipped.items())
+        table += f"\nNot scored (--skip-missing): {counts} file(s) without a partner.\n"
     print(table, end="")
     prefix = args.report or Path("eval") / name
     header = f"# {name}: {weights}\n\nProtocol: {PROTOCOL}.\n\n"
@@ -114,7 +138,11 @@ def run(args: argparse.Namespace) -> int:
         "data": str(args.data),
         "layout": args.layout,
         "protocol": PROTOCOL,
-        "results": {t: {**ev.summary(), "per_image": ev.per_image()} for t, ev in results.items()},
+        "results": {
+            t: {**ev.summary(), "skipped_missing": len(skipped.get(t, [])), "per_image": ev.per_image()}
+            for t, ev in results.items()
+        },
+        "missing": skipped,
     }
     atomic_write_text(prefix.with_name(prefix.name + ".json"), json.dumps(_finite(report), indent=1) + "\n")
     print(f"report: {prefix}.md, {prefix}.json")

@@ -155,15 +155,24 @@ def discover(root: str | Path, layout: str | Layout) -> Discovery:
         targets = {p.stem: p for p in _images(tgt_dir)}
         used: set[str] = set()
         for src in _images(in_dir):
-            stem = next((s for s in lay.partner(src.stem) if s in targets), None)
+            candidates = lay.partner(src.stem)
+            stem = next((s for s in candidates if s in targets), None)
             if stem is None:
-                found.missing.append(f"{src}: no clean partner in {tgt_dir}")
+                found.missing.append(f"{src}: no clean partner ({_expected(tgt_dir, candidates)})")
                 continue
             used.add(stem)
             found.pairs.append(Pair(src, targets[stem]))
-        found.missing.extend(f"{p}: no degraded partner in {in_dir}" for s, p in targets.items() if s not in used)
+        for s, p in targets.items():
+            if s not in used:  # a clean file's degraded name is only known where names are the same
+                where = f"({_expected(in_dir, [s])})" if lay.partner is _same else f"in {in_dir}"
+                found.missing.append(f"{p}: no degraded partner {where}")
     found.pairs = _named(found.pairs, root)
     return found
+
+
+def _expected(folder: Path, stems: list[str]) -> str:
+    """The file(s) a partner would be, any image suffix: ``folder/00002.*`` or ``folder/{12gt,12_gt,12}.*``."""
+    return str(folder / (stems[0] if len(stems) == 1 else "{" + ",".join(stems) + "}")) + ".*"
 
 
 @dataclass
@@ -302,7 +311,9 @@ class PairedDataset(Dataset):
         self.root = Path(root)
         self.layout = get_layout(layout)
         self.label, self.crop, self.augment, self.rot90, self.seed = label, crop, augment, rot90, seed
-        self.pairs = discover(self.root, self.layout).pairs
+        found = discover(self.root, self.layout)
+        self.pairs = found.pairs
+        self.missing = found.missing  # files without a partner, left out of ``pairs`` (one line each)
         if not self.pairs:
             raise DataError(
                 f"{self.root}: no {layout} pairs found; run `smartassign data check {self.root} --layout {layout}`"
@@ -344,4 +355,3 @@ def _center_crop(a: np.ndarray, crop: int) -> np.ndarray:
         h, w = a.shape[:2]
     y, x = (h - crop) // 2, (w - crop) // 2
     return a[y : y + crop, x : x + crop]
-
