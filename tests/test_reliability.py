@@ -834,3 +834,30 @@ def test_eval_of_a_generic_folder_with_a_missing_partner_is_an_error(tmp_path: P
     )
     run = run_cli([*argv, "--report", str(tmp_path / "r"), "--skip-missing"])
     assert run.code == 0 and "| pairs | rain | 1 |" in run.out
+
+
+def test_output_folder_that_is_the_input_folder_needs_a_suffix_and_never_touches_an_input(
+    tmp_path: Path, weights: Path
+) -> None:
+    same = tmp_path / "same"
+    same.mkdir()
+    for name in ("a.png", "b.png", "c.jpg"):
+        Image.fromarray(noise((8, 8, 3))).save(same / name)
+    before = {name: (same / name).read_bytes() for name in files_in(same)}
+    run = run_cli(restore_args(weights, same, "-o", same))  # it used to say "no images found in: same"
+    assert run.code == 2 and run.err == (
+        f"smartassign: error: -o {same} is the input folder {same}: the restored images would replace the inputs; "
+        "choose another -o, or add --suffix (e.g. --suffix _restored) to write NAME_restored.EXT beside each\n"
+    )
+    assert files_in(same) == sorted(before)
+    run = run_cli(restore_args(weights, same, "-o", same, "--suffix", "_r"))
+    assert run.code == 0 and "3 restored, 0 skipped, 0 failed" in run.out
+    assert files_in(same) == ["a.png", "a_r.png", "b.png", "b_r.png", "c.jpg", "c_r.jpg"]
+    assert read_image(same / "c_r.jpg").pixels.shape == (8, 8, 3)
+    # Again (and with --overwrite): the outputs of the first run are not taken for inputs (no a_r_r.png).
+    for extra, summary in (([], "0 restored, 3 skipped"), (["--overwrite"], "3 restored, 0 skipped")):
+        run = run_cli(restore_args(weights, same, "-o", same, "--suffix", "_r", *extra))
+        assert run.code == 0 and f"{summary}, 0 failed" in run.out
+        assert "left out 3 file(s) named as the output of another input" in run.err
+        assert files_in(same) == ["a.png", "a_r.png", "b.png", "b_r.png", "c.jpg", "c_r.jpg"]
+    assert all((same / name).read_bytes() == data for name, data in before.items())

@@ -85,7 +85,9 @@ def _is_within(path: Path, folder: Path) -> bool:
 
 
 def images_in(folder: Path, recursive: bool, exclude: Path) -> list[Path]:
-    """Image files in ``folder`` by suffix, sorted; hidden files and anything inside ``exclude`` are left out."""
+    """Image files in ``folder`` by suffix, sorted; hidden files are left out, and so is ``exclude`` (OUTDIR) when
+    it is a folder inside ``folder``. Links to files count; links to folders are not descended into."""
+    skip = exclude if _is_within(exclude, folder) and exclude.resolve() != folder.resolve() else None
     found = folder.rglob("*") if recursive else folder.iterdir()
     return sorted(
         p
@@ -93,7 +95,7 @@ def images_in(folder: Path, recursive: bool, exclude: Path) -> list[Path]:
         if p.is_file()
         and p.suffix.lower() in IMAGE_SUFFIXES
         and not any(part.startswith(".") for part in p.relative_to(folder).parts)
-        and not _is_within(p, exclude)
+        and not (skip is not None and _is_within(p, skip))
     )
 
 
@@ -186,6 +188,27 @@ def _same_file(a: Path, b: Path) -> bool:
         return a.resolve() == b.resolve()
 
 
+def drop_earlier_outputs(
+    found: list[tuple[Path, Path]], output: Path, suffix: str, fmt: str | None
+) -> tuple[list[tuple[Path, Path]], list[tuple[Path, Path]]]:
+    """Split off inputs named as another input's output (or ``_compare`` image) in OUTDIR: with ``-o`` the input
+    folder and a ``--suffix``, those are the outputs of an earlier run (``a_r.png`` beside ``a.png``), not images
+    to restore again into ``a_r_r.png``. Returns the inputs kept and ``(left out, the input it is the output of)``."""
+    made: dict[Path, Path] = {}
+    for source, relative in found:
+        target = output / plan(relative, suffix, fmt)[0]
+        for out in (target, target.with_name(f"{target.stem}_compare{target.suffix}")):
+            made.setdefault(out.resolve(), source)
+    kept, earlier = [], []
+    for source, relative in found:
+        origin = made.get(source.resolve())
+        if origin is not None and origin != source:
+            earlier.append((source, origin))
+        else:
+            kept.append((source, relative))
+    return kept, earlier
+
+
 def restore_one(restorer: Restorer, job: Job, args: argparse.Namespace, inputs: list[Path]) -> Outcome:
     """Read, restore and write one image (and its side-by-side); errors propagate to the caller."""
     compare = job.target.with_name(f"{job.target.stem}_compare{job.target.suffix}")
@@ -220,7 +243,14 @@ def run(args: argparse.Namespace) -> int:
     """Restore every input, one line each; exit 1 if any failed."""
     if args.max_megapixels <= 0:
         raise ConfigError(f"--max-megapixels must be positive, got {args.max_megapixels}")
+    for folder in (Path(p) for p in args.inputs):
+        if folder.is_dir() and folder.resolve() == args.output.resolve() and not args.suffix:
+            raise ConfigError(
+                f"-o {args.output} is the input folder {folder}: the restored images would replace the inputs; "
+                "choose another -o, or add --suffix (e.g. --suffix _restored) to write NAME_restored.EXT beside each"
+            )
     found, outcomes = expand_inputs(args.inputs, args.recursive, args.output)
+    found, earlier = drop_earlier_outputs(found, args.output, args.suffix, FORMATS.get(args.format or ""))
     if not found and not outcomes:
         raise ImageError(f"no images found in: {' '.join(args.inputs)}")
     inputs = [f for f, _ in found]
@@ -233,6 +263,13 @@ def run(args: argparse.Namespace) -> int:
     restorer = Restorer.from_weights(args.weights, device=args.device, tile=args.tile, overlap=args.overlap)
     for outcome in outcomes:
         print(describe(outcome), file=sys.stderr)
+    if earlier:
+        output, source = earlier[0]
+        print(
+            f"left out {len(earlier)} file(s) named as the output of another input, taken for earlier "
+            f"outputs (e.g. {output}, the output of {source})",
+            file=sys.stderr,
+        )
     planned: dict[Path, Path] = {}
     for source, relative in tqdm(found, desc="restoring", unit="image", disable=None):
         name, fmt = plan(relative, args.suffix, FORMATS.get(args.format or ""))
