@@ -694,7 +694,7 @@ def test_damaged_or_mismatched_weights_are_one_line_naming_the_file(tmp_path: Pa
     Image.fromarray(noise((8, 8, 3))).save(tmp_path / "a.png")
     run = run_cli(restore_args(path, tmp_path / "a.png", "-o", tmp_path / "out"))
     assert run.code == 2 and run.err == f"smartassign: error: {info.value}\n"
-    assert files_in(tmp_path / "out") == []
+    assert not (tmp_path / "out").exists()  # OUTDIR is created with the first image, and none was written
     assert not (tmp_path / "UNPICKLED").exists()  # nothing was ever unpickled
 
 
@@ -861,3 +861,20 @@ def test_output_folder_that_is_the_input_folder_needs_a_suffix_and_never_touches
         assert "left out 3 file(s) named as the output of another input" in run.err
         assert files_in(same) == ["a.png", "a_r.png", "b.png", "b_r.png", "c.jpg", "c_r.jpg"]
     assert all((same / name).read_bytes() == data for name, data in before.items())
+
+
+def test_a_run_that_writes_nothing_leaves_no_output_folder(tmp_path: Path, weights: Path) -> None:
+    Image.fromarray(noise((8, 8, 3))).save(tmp_path / "a.png")
+    (tmp_path / "bad.png").write_bytes(b"not an image")
+    (tmp_path / "w.safetensors").write_bytes(b"not weights")
+    shutil.copy(sidecar(weights), tmp_path / "w.json")
+    runs = {
+        "bad weights": (restore_args(tmp_path / "w.safetensors", tmp_path / "a.png", "-o", tmp_path / "o1"), 2),
+        "glob matching nothing": (restore_args(weights, tmp_path / "*.tif", "-o", tmp_path / "o2"), 1),
+        "only a bad image": (restore_args(weights, tmp_path / "bad.png", "-o", tmp_path / "o3"), 1),
+    }
+    for why, (argv, code) in runs.items():
+        assert run_cli(argv).code == code, why
+    assert files_in(tmp_path) == ["a.png", "bad.png", "w.json", "w.safetensors"]  # no empty o1, o2, o3
+    run = run_cli(restore_args(weights, tmp_path / "a.png", "-o", tmp_path / "new" / "deeper"))
+    assert run.code == 0 and files_in(tmp_path / "new" / "deeper") == ["a.png"]  # made with the first image

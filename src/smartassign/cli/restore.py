@@ -9,6 +9,7 @@ file, and existing outputs are skipped unless ``--overwrite``.
 from __future__ import annotations
 
 import argparse
+import errno
 import fnmatch
 import glob
 import json
@@ -188,6 +189,25 @@ def _same_file(a: Path, b: Path) -> bool:
         return a.resolve() == b.resolve()
 
 
+def check_output_folder(folder: Path) -> None:
+    """Refuse up front an OUTDIR that can never be a folder; create nothing: that waits for the first image."""
+    if folder.exists() and not folder.is_dir():
+        raise ConfigError(f"{folder}: cannot create the output folder ({os.strerror(errno.EEXIST)})")
+    parent = folder.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if parent.exists() and not parent.is_dir():
+        raise ConfigError(f"{folder}: cannot create the output folder ({os.strerror(errno.ENOTDIR)})")
+
+
+def make_output_folder(folder: Path) -> None:
+    """Create OUTDIR (and its parents) when the first image is about to be written."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"{folder}: cannot create the output folder ({exc.strerror or exc})") from None
+
+
 def drop_earlier_outputs(
     found: list[tuple[Path, Path]], output: Path, suffix: str, fmt: str | None
 ) -> tuple[list[tuple[Path, Path]], list[tuple[Path, Path]]]:
@@ -221,6 +241,8 @@ def restore_one(restorer: Restorer, job: Job, args: argparse.Namespace, inputs: 
         return Outcome(str(job.source), str(job.target), "skipped", error=reason)
     picture = read_image(job.source, int(args.max_megapixels * 1e6))
     result = restorer.restore(picture.pixels, task=args.task)
+    if not args.output.is_dir():  # created with the first image: a run that writes nothing leaves no empty folder
+        make_output_folder(args.output)
     save_picture(job.target, Picture(result.image, job.fmt, picture.icc_profile, picture.exif))
     if args.side_by_side:
         both = np.concatenate([picture.pixels, result.image], axis=1)
@@ -243,6 +265,7 @@ def run(args: argparse.Namespace) -> int:
     """Restore every input, one line each; exit 1 if any failed."""
     if args.max_megapixels <= 0:
         raise ConfigError(f"--max-megapixels must be positive, got {args.max_megapixels}")
+    check_output_folder(args.output)
     for folder in (Path(p) for p in args.inputs):
         if folder.is_dir() and folder.resolve() == args.output.resolve() and not args.suffix:
             raise ConfigError(
@@ -256,10 +279,6 @@ def run(args: argparse.Namespace) -> int:
     inputs = [f for f, _ in found]
     if args.report is not None and any(_same_file(args.report, i) for i in inputs):
         raise ConfigError(f"--report {args.report} is one of the inputs; choose another path")
-    try:
-        args.output.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ConfigError(f"{args.output}: cannot create the output folder ({exc.strerror or exc})") from None
     restorer = Restorer.from_weights(args.weights, device=args.device, tile=args.tile, overlap=args.overlap)
     for outcome in outcomes:
         print(describe(outcome), file=sys.stderr)
