@@ -863,6 +863,41 @@ def test_output_folder_that_is_the_input_folder_needs_a_suffix_and_never_touches
     assert all((same / name).read_bytes() == data for name, data in before.items())
 
 
+INTERRUPTED_WHILE_IMPORTING = """
+import sys
+
+class Interrupt:  # Ctrl-C while torch loads: the slow part of start-up
+    def find_spec(self, name, path=None, target=None):
+        if name == "torch":
+            raise KeyboardInterrupt
+
+sys.meta_path.insert(0, Interrupt())
+from smartassign.cli import main  # what the `smartassign` console script runs
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_interrupt_while_starting_or_running_is_one_line_and_exit_130(
+    tmp_path: Path, weights: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-c", INTERRUPTED_WHILE_IMPORTING, "restore", "x.png", "-o", str(tmp_path / "out")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert (proc.returncode, proc.stderr, proc.stdout) == (130, "smartassign: interrupted\n", "")
+    Image.fromarray(noise((8, 8, 3))).save(tmp_path / "a.png")
+
+    def interrupt(*args: Any, **kwargs: Any) -> Any:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Restorer, "from_weights", interrupt)  # Ctrl-C while the weights load
+    run = run_cli(restore_args(weights, tmp_path / "a.png", "-o", tmp_path / "out"))
+    assert (run.code, run.err) == (130, "smartassign: interrupted\n")
+    assert not (tmp_path / "out").exists()
+
+
 def test_a_run_that_writes_nothing_leaves_no_output_folder(tmp_path: Path, weights: Path) -> None:
     Image.fromarray(noise((8, 8, 3))).save(tmp_path / "a.png")
     (tmp_path / "bad.png").write_bytes(b"not an image")
