@@ -913,3 +913,31 @@ def test_a_run_that_writes_nothing_leaves_no_output_folder(tmp_path: Path, weigh
     assert files_in(tmp_path) == ["a.png", "bad.png", "w.json", "w.safetensors"]  # no empty o1, o2, o3
     run = run_cli(restore_args(weights, tmp_path / "a.png", "-o", tmp_path / "new" / "deeper"))
     assert run.code == 0 and files_in(tmp_path / "new" / "deeper") == ["a.png"]  # made with the first image
+
+
+def test_no_progress_bar_when_stderr_is_not_a_terminal(
+    tmp_path: Path, weights: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pairs = tmp_path / "pairs"
+    _paired_folder(pairs, ["a.png", "b.png"])
+    scoring = ["--data", str(pairs), "--task", "rain", "--device", "cpu", "--report", str(tmp_path / "r")]
+    runs = [
+        restore_args(weights, pairs / "input", "-o", tmp_path / "out"),
+        ["data", "check", str(pairs), "--layout", "generic"],
+        ["data", "synth", "--out", str(tmp_path / "synth"), "--n", "1", "--size", "16"],
+        ["eval", "--weights", str(weights), *scoring],
+    ]
+    for argv in runs:
+        run = run_cli(argv)
+        assert run.code == 0 and "\r" not in run.err and "it/s" not in run.err, (argv, run.err)
+    import smartassign.cli.train as train_cli
+
+    seen: list[bool] = []
+
+    def fit(exp: Any, resume: bool) -> Any:
+        seen.append(exp.train.progress)
+        raise KeyboardInterrupt  # stop here: only the configuration handed to training matters
+
+    monkeypatch.setattr(train_cli, "fit", fit)
+    assert run_cli(["train", "--config", str(ROOT / "configs" / "synthetic_tiny.yaml")]).code == 130
+    assert seen == [False]  # the YAML says progress: true (the default); stderr is no terminal

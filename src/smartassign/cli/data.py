@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from smartassign.data.corpus import PHOTOS, clean_photos, load_downscaled
 from smartassign.data.datasets import LAYOUTS, check_layout
@@ -46,7 +47,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run_check(args: argparse.Namespace) -> int:
     """Print every problem, then a summary; DataError (non-zero exit) if there is any."""
-    report = check_layout(args.path, args.layout, progress=True)
+    report = check_layout(args.path, args.layout, progress=sys.stderr.isatty())
     for line in report.problems:
         print(line)
     print(report.summary())
@@ -57,14 +58,21 @@ def run_check(args: argparse.Namespace) -> int:
 
 def run_synth(args: argparse.Namespace) -> int:
     """Write the set and say where its manifest is."""
-    manifest = write_synthetic_set(args.out, args.n, args.seed, args.size, args.split, progress=True)
+    manifest = write_synthetic_set(args.out, args.n, args.seed, args.size, args.split, progress=sys.stderr.isatty())
     print(f"wrote {args.n} rain + {args.n} snow pairs; manifest {manifest}")
     return 0
 
 
 def run_download(args: argparse.Namespace) -> int:
     """Fetch one archive."""
-    where = fetch(args.name, args.dest, url=args.url, sha256=args.sha256, unpack=not args.no_unpack)
+    where = fetch(
+        args.name,
+        args.dest,
+        url=args.url,
+        sha256=args.sha256,
+        unpack=not args.no_unpack,
+        progress=sys.stderr.isatty(),
+    )
     print(f"{args.name}: {where} (layout {ARCHIVES[args.name].layout})")
     return 0
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -123,7 +124,7 @@ def run(args: argparse.Namespace) -> int:
         if args.limit:
             ds = Subset(ds, range(min(args.limit, len(ds))))  # type: ignore[arg-type]
         results[task] = evaluate(model, ds, task, args.device, tile=args.tile or None, overlap=args.overlap,
-                                 progress=True)  # fmt: skip
+                                 progress=sys.stderr.isatty())  # fmt: skip
     name = args.data.resolve().name
     table = markdown(results, name)
     if skipped:

@@ -6,8 +6,10 @@ Several GPUs or nodes: ``torchrun --nproc_per_node N $(which smartassign) train 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
+import sys
 
 import yaml
 
@@ -34,6 +36,8 @@ def run(args: argparse.Namespace) -> int:
     if args.print_config:
         print(yaml.safe_dump(experiment_to_dict(exp), sort_keys=False), end="")
         return 0
+    if not sys.stderr.isatty():  # no progress bar into a log file or pipe, as for every other command
+        exp = dataclasses.replace(exp, train=dataclasses.replace(exp.train, progress=False))
     result = fit(exp, resume=args.resume)
     if int(os.environ.get("RANK", "0")) == 0:
         print(f"trained {result.step} steps; checkpoints, logs and samples in {result.run_dir}")
