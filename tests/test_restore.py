@@ -189,10 +189,30 @@ def test_detect_reports_the_recognition_heads_probability(net: smartassign.Smart
     assert confidence == pytest.approx(float(probs.max()), abs=1e-5)
 
 
-@pytest.mark.parametrize("shape", [(10, 2000, 3), (1500, 3, 3), (700, 900, 4)])
-def test_detect_downscales_any_shape(net: smartassign.SmartAssignNet, shape: tuple[int, ...]) -> None:
-    task, confidence = Restorer(net, device="cpu", detect_size=256).detect(RNG.integers(0, 256, shape, dtype=np.uint8))
-    assert task in TASKS and 0.5 <= confidence <= 1
+@pytest.mark.usefixtures("one_thread")
+@pytest.mark.parametrize(
+    ("shape", "factor"), [((10, 2000, 3), (10, 32)), ((1500, 3, 3), (24, 3)), ((700, 900, 4), (15, 15))]
+)
+def test_detect_downscales_any_shape(
+    net: smartassign.SmartAssignNet, shape: tuple[int, ...], factor: tuple[int, int]
+) -> None:
+    """A large image made of ``factor``-sized blocks of a small one is detected exactly as the small one is.
+
+    Detection box-filters an image whose longest side exceeds ``detect_size`` by ``k = ceil(side / 64)`` (at
+    most the image's own height or width), dropping the rows and columns left over. Each block averages to its
+    own value, so the network must see the small image itself and give its native-scale decision.
+    """
+    restorer = Restorer(net, device="cpu", detect_size=64)
+    seen: list[torch.Tensor] = []
+    forward = restorer._forward
+    restorer._forward = lambda x: forward(seen.append(x.clone()) or x)  # type: ignore[method-assign]
+    (h, w), (ky, kx) = shape[:2], factor
+    small = RNG.integers(0, 256, (h // ky, w // kx, 3), dtype=np.uint8)
+    native = restorer.detect(small)
+    image = RNG.integers(0, 256, shape, dtype=np.uint8)  # noise in the left-over rows and columns, and in alpha
+    image[: h // ky * ky, : w // kx * kx, :3] = small.repeat(ky, axis=0).repeat(kx, axis=1)
+    assert restorer.detect(image) == native
+    assert len(seen) == 2 and seen[1].shape == (1, 3, h // ky, w // kx) and torch.equal(seen[1], seen[0])
 
 
 def test_auto_task_is_detected_and_explicit_task_has_no_confidence(restorer: Restorer) -> None:
