@@ -27,6 +27,7 @@ from smartassign.checkpoint import (
 )
 from smartassign.cli import main
 from smartassign.config import VARIANTS, experiment_to_dict, load_experiment
+from smartassign.data.mixed import PAPER_PAIRINGS
 from smartassign.errors import ConfigError, TrainingError
 from smartassign.metrics import score
 from smartassign.model import SmartAssignNet
@@ -260,11 +261,39 @@ def test_evaluate_scores_whole_odd_sized_images_by_their_own_targets() -> None:
 # ----------------------------------------------------------------------------- configs and CLI
 
 
+PAPER_CONFIGS = sorted((ROOT / "configs").glob("paper_*.yaml"))
+
+
+def evaluated_sets(path: Path) -> list[str]:
+    """The layouts a config validates on: the public sets whose table its model is for."""
+    d = load_experiment(path).data
+    return [layout for root, layout in ((d.val_rain, d.val_rain_layout), (d.val_snow, d.val_snow_layout)) if root]
+
+
 @pytest.mark.parametrize("path", sorted((ROOT / "configs").glob("*.yaml")), ids=lambda p: p.name)
 def test_every_shipped_config_loads(path: Path) -> None:
     exp = load_experiment(path)
     assert load_experiment(path, variant="V3").model.gated_cnn is False
     assert exp.train.batch_size >= 2
+    if path not in PAPER_CONFIGS:
+        return
+    # The paper's recipe (§4.1; DESIGN.md §5): Adam (train.py's only optimiser) with its default betas and no
+    # weight decay, lr 4e-4 halved when the training loss stops falling, batch 4, 256x256 crops, the base model
+    # (V6, every part on) and the loss weights of eq. 19 (DESIGN.md §3).
+    t, d, loss = exp.train, exp.data, exp.loss
+    assert (t.lr, t.betas, t.weight_decay, t.batch_size, d.crop) == (4e-4, (0.9, 0.999), 0.0, 4, 256)
+    assert (t.plateau_metric, t.plateau_factor) == ("train_loss", 0.5)
+    assert (exp.preset, exp.variant, d.kind) == ("base", "V6", "paired")
+    weights = (loss.w_char, loss.w_grad, loss.w_recog, loss.w_sparsity, loss.w_contra, loss.char_eps, loss.recog)
+    assert weights == (1.0, 1.0, 1.0, 0.01, 0.001, 1e-3, "mse")
+    # One rain set trained with one snow set, as the paper pairs them for the set(s) this config evaluates.
+    evaluated = evaluated_sets(path)
+    assert evaluated and all(PAPER_PAIRINGS[e] == (d.rain_layout, d.snow_layout) for e in evaluated), evaluated
+    assert d.rain and d.snow
+
+
+def test_every_paper_pairing_has_a_config() -> None:
+    assert sorted(e for path in PAPER_CONFIGS for e in evaluated_sets(path)) == sorted(PAPER_PAIRINGS)
 
 
 def test_yaml_overrides_and_errors_name_the_file_and_key(tmp_path: Path) -> None:
