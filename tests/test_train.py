@@ -239,6 +239,10 @@ def test_knowledge_variants_start_from_v6_and_train_only_the_heads(variant: str,
 def test_evaluate_scores_whole_odd_sized_images_by_their_own_targets() -> None:
     torch.manual_seed(0)
     model = SmartAssignNet(tiny_experiment(Path("unused")).model)
+    assert model.recognizer is not None
+    with torch.no_grad():  # a recognition head that answers "snow" whatever the image: known predictions
+        model.recognizer.fc.weight.zero_()
+        model.recognizer.fc.bias.copy_(torch.tensor([-4.0, 4.0]))
 
     class Odd(StripePairs):
         def __getitem__(self, index: int) -> dict:
@@ -251,7 +255,15 @@ def test_evaluate_scores_whole_odd_sized_images_by_their_own_targets() -> None:
     for i, s in enumerate(ev.inputs):
         assert s == score(ds[i]["input"], ds[i]["target"])
     assert ev.examples[0][1].shape == (37, 29, 3)
-    assert ev.accuracy in {0.0, 1 / 3, 2 / 3, 1.0}
+    assert ev.detected == ["snow"] * 3 and ev.accuracy == 1.0
+
+    class SecondIsRain(Odd):
+        def __getitem__(self, index: int) -> dict:
+            return {**super().__getitem__(index), "label": torch.tensor(0 if index == 1 else 1)}
+
+    mixed = evaluate(model, SecondIsRain(3, 40, 1, flip=False), device="cpu", tile=None)
+    assert mixed.labels == ["snow", "rain", "snow"] and mixed.detected == ["snow"] * 3
+    assert mixed.accuracy == pytest.approx(2 / 3) and mixed.summary()["accuracy"] == pytest.approx(2 / 3)
     summary = ev.summary()
     assert summary["images"] == 3 and summary["input"]["psnr_y"] == pytest.approx(ev.input_mean.psnr_y)
     # An untrained network starts as the identity (zero-initialised residual heads): output == input.
