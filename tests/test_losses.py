@@ -49,9 +49,22 @@ def test_sparsity_bank_and_values() -> None:
     flat = torch.full((1, 3, 12, 12), 0.4)
     assert sparsity_loss(flat, flat).item() == 0.0
     noisy = flat + 0.1 * torch.randn_like(flat)
-    # Restoring a smooth image from a noisy one: both R and I - R are sparse-ish; a noisy R is penalised more.
-    assert sparsity_loss(noisy, flat).item() > sparsity_loss(flat, noisy).item() * 0.5
+    # The bank kills the flat image, so a flat R from a noisy I pays for the noise once (in I - R), and the
+    # noisy R from a flat I pays for it twice (in R and in I - R = -noise): exactly twice as much.
+    assert sparsity_loss(noisy, flat).item() == pytest.approx(2 * sparsity_loss(flat, noisy).item(), rel=1e-5)
     assert sparsity_loss(noisy, noisy).item() > 0.0
+
+
+def test_sparsity_matches_eq_15_worked_by_hand() -> None:
+    # One 3x3 channel: each filter gives one value, at the centre pixel e (neighbours a b c / d e f / g h i):
+    # f - e, h - e, i - e, g - e (forward differences), b + d + f + h - 4e (Laplacian).
+    pred = torch.tensor([[0.0, 0, 0], [0, 0, 1], [0, 0, 0]])  # R: f = 1      -> 1, 0, 0, 0, 1: mean 2/5
+    degraded = torch.tensor([[0.0, 0, 0], [0, 2, 0], [0, 0, 0]])  # I - R: e = 2, f = -1 -> -3, -2, -2, -2, -9
+    # Eq. 15: mean |omega * R| + mean |omega * (I - R)| = 2/5 + 18/5 = 4.
+    assert sparsity_loss(pred[None, None], degraded[None, None]).item() == pytest.approx(4.0)
+    # Channels are filtered one by one and averaged: a second, empty channel halves it.
+    two = torch.stack([pred, torch.zeros(3, 3)])[None], torch.stack([degraded, torch.zeros(3, 3)])[None]
+    assert sparsity_loss(*two).item() == pytest.approx(2.0)
 
 
 def test_recognition_loss_orders_good_and_bad_predictions() -> None:
