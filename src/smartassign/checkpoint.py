@@ -247,6 +247,7 @@ def save_checkpoint(
     progress: dict[str, Any],
     meta: dict[str, Any],
     keep_last: int,
+    ema: torch.nn.Module | None = None,
 ) -> Path:
     """Write the training checkpoint at ``step`` (state first, weights sidecar last), prune to ``keep_last``.
 
@@ -258,6 +259,8 @@ def save_checkpoint(
     optim_tensors, optim_values = _split_optimizer(optimizer.state_dict())
     rng_tensors, rng_values = rng_state()
     tensors = {**optim_tensors, **rng_tensors}
+    if ema is not None:  # the averaged weights and their update count continue exactly on resume
+        tensors.update({f"ema.{k}": v.detach().contiguous().cpu() for k, v in ema.state_dict().items()})
     values = {
         "format": "smartassign-train-state/1",
         "step": step,
@@ -281,7 +284,11 @@ def remove_checkpoint(weights: Path) -> None:
 
 
 def load_checkpoint(
-    weights: Path, model: SmartAssignNet, optimizer: torch.optim.Optimizer, scheduler: Any
+    weights: Path,
+    model: SmartAssignNet,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    ema: torch.nn.Module | None = None,
 ) -> dict[str, Any]:
     """Load a training checkpoint into ``model``, ``optimizer``, ``scheduler`` and the RNGs; return its progress."""
     weights = Path(weights)
@@ -300,6 +307,8 @@ def load_checkpoint(
         optimizer.load_state_dict(_join_optimizer(tensors, values["optimizer"], optimizer.state_dict()))
         scheduler.load_state_dict(values["scheduler"])
         set_rng_state(tensors, values["rng"])
-    except (KeyError, ValueError, TypeError) as exc:
+        if ema is not None:
+            ema.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("ema.")})
+    except (KeyError, ValueError, TypeError, RuntimeError) as exc:
         raise WeightsError(f"{state_path}: training state does not fit this run ({exc})") from None
     return values["progress"]

@@ -49,7 +49,6 @@ class ModelConfig:
     recognition: bool = True  # False: ablation V5
     knowledge_contrast: bool = True  # False: ablation V1 (no DRM, no L_contra)
     freeze_before_tkff: bool = False  # K1 / K2: train only the heads
-    drm_rows: int = 8
     drm_pool: int = 4
     drm_features: int = 16
 
@@ -182,8 +181,81 @@ def model_config_from_dict(data: dict[str, Any]) -> ModelConfig:
     return replace_checked(ModelConfig(), data)
 
 
+@dataclass(frozen=True)
+class DegradationConfig:
+    """Every distribution of the synthetic rain/snow engine (:mod:`smartassign.data.engine`).
+
+    Sizes are pixels of a 256-pixel image and scale with ``min(H, W) / 256``. ``(lo, hi)`` pairs are uniform
+    unless the engine says log-uniform (densities, veil strength, noise). ``amount`` (0 = drizzle/flurry,
+    1 = downpour/blizzard) drives density, brightness and veil together; the named mixes narrow it.
+    """
+
+    amount: tuple[float, float] = (0.0, 1.0)
+    veil_brightness: tuple[float, float] = (0.7, 0.97)  # airlight A
+    depth_scene_weight: tuple[float, float] = (0.0, 0.8)  # depth proxy: dark-channel cue vs horizon ramp
+    # rain
+    rain_layers: tuple[int, int] = (1, 4)  # depth layers, near to far
+    rain_sublayers: int = 3  # streak groups per layer, each with its own jittered kernel
+    rain_density: tuple[float, float] = (2e-4, 1.2e-2)  # drops per pixel per layer at amount 0 and 1 (log)
+    rain_length_px: tuple[float, float] = (8.0, 60.0)
+    rain_width_px: tuple[float, float] = (0.4, 1.8)
+    rain_brightness: tuple[float, float] = (0.25, 0.9)
+    rain_angle_deg: tuple[float, float] = (-30.0, 30.0)
+    rain_angle_jitter_deg: float = 6.0  # per streak group around the layer's direction
+    rain_defocus_p: float = 0.4  # near layers out of focus
+    rain_veil_p: float = 0.6
+    rain_veil_beta: tuple[float, float] = (0.05, 1.5)  # log-uniform; scaled by 0.3 + 0.7 amount
+    # snow: three size classes (radius lo, hi px; density lo, hi per 1e4 px at amount 0 and 1; presence p)
+    snow_far: tuple[float, float, float, float, float] = (0.5, 1.2, 20.0, 300.0, 0.9)
+    snow_mid: tuple[float, float, float, float, float] = (1.2, 3.5, 3.0, 60.0, 0.9)
+    snow_near: tuple[float, float, float, float, float] = (3.5, 10.0, 0.2, 6.0, 0.6)
+    snow_shapes: int = 3  # flake outlines per class
+    snow_irregularity: float = 0.35  # radius wobble (3 and 5 lobes)
+    snow_opacity: tuple[float, float] = (0.5, 1.0)
+    snow_bokeh_p: float = 0.4  # near flakes defocused, with a rim
+    snow_motion_p: float = 0.4  # flakes streaked by the wind
+    snow_motion_ratio: tuple[float, float] = (0.5, 4.0)  # streak length / radius
+    snow_wind_deg: tuple[float, float] = (-45.0, 45.0)
+    snow_veil_p: float = 0.7
+    snow_veil_beta: tuple[float, float] = (0.05, 1.2)
+    # camera, both tasks
+    blur_p: float = 0.2
+    blur_sigma: tuple[float, float] = (0.3, 1.2)
+    resample_p: float = 0.2
+    resample_factors: tuple[float, ...] = (1.25, 1.5, 2.0)
+    noise_p: float = 0.5
+    noise_shot: tuple[float, float] = (1e-5, 3e-3)  # variance per unit signal (log)
+    noise_read: tuple[float, float] = (5e-4, 0.015)  # std (log)
+    jpeg_p: float = 0.5
+    jpeg_quality: tuple[float, float] = (50.0, 95.0)
+
+    def __post_init__(self) -> None:
+        lo, hi = self.amount
+        if not 0 <= lo <= hi <= 1:
+            raise ConfigError(f"degradation.amount must be 0 <= lo <= hi <= 1, got {self.amount}")
+        if self.rain_layers[0] < 1 or self.rain_layers[1] < self.rain_layers[0]:
+            raise ConfigError(f"degradation.rain_layers must be 1 <= lo <= hi, got {self.rain_layers}")
+        if self.rain_sublayers < 1 or self.snow_shapes < 1 or not self.resample_factors:
+            raise ConfigError("degradation: rain_sublayers, snow_shapes and resample_factors must be positive")
+
+
+DEGRADATION_MIXES: dict[str, DegradationConfig] = {
+    "mixed": DegradationConfig(),
+    "light": DegradationConfig(amount=(0.0, 0.35), rain_layers=(1, 2), rain_veil_p=0.3, snow_veil_p=0.4),
+    "heavy": DegradationConfig(amount=(0.65, 1.0), rain_layers=(2, 4), rain_veil_p=0.9, snow_veil_p=0.9),
+}
+
+
+def degradation_mix(name: str) -> DegradationConfig:
+    """A named mix of :data:`DEGRADATION_MIXES`."""
+    if name not in DEGRADATION_MIXES:
+        raise ConfigError(f"unknown degradation mix {name!r}; choose from {', '.join(DEGRADATION_MIXES)}")
+    return DEGRADATION_MIXES[name]
+
+
 DataKind = Literal["synthetic", "paired"]
 PlateauMetric = Literal["train_loss", "val_psnr"]
+Schedule = Literal["plateau", "cosine"]
 
 
 @dataclass(frozen=True)
@@ -208,10 +280,12 @@ class DataConfig:
     val_snow_layout: str = "generic"
     val_pairs: int = 16  # validation images per task (paired: the first N by name; 0 = all)
     val_crop: int = 0  # centre-crop validation images to this side; 0 = whole images (synthetic: ``crop``)
+    degradation: str = "mixed"  # synthetic: a named mix of DEGRADATION_MIXES
 
     def __post_init__(self) -> None:
         if self.kind not in ("synthetic", "paired"):
             raise ConfigError(f"data.kind must be 'synthetic' or 'paired', got {self.kind!r}")
+        degradation_mix(self.degradation)
         if self.crop < 16 or self.workers < 0 or self.synthetic_pairs < 1 or self.val_pairs < 0 or self.val_crop < 0:
             raise ConfigError(
                 "data: need crop >= 16, workers >= 0, synthetic_pairs >= 1, val_pairs >= 0 and val_crop >= 0"
@@ -231,6 +305,11 @@ class TrainConfig:
     weight_decay: float = 0.0
     # The paper halves the learning rate "when the loss stops reducing": ReduceLROnPlateau on the mean training
     # loss of each window of ``plateau_every`` steps, or on validation PSNR after each validation.
+    # "plateau": the paper's halving; "cosine": linear warm-up over ``warmup_steps`` then cosine to ``min_lr``
+    # at ``steps`` (the recipe of the bundled weights).
+    schedule: Schedule = "plateau"
+    warmup_steps: int = 0
+    ema_decay: float = 0.0  # exponential moving average of the weights, validated and saved as best; 0 = off
     plateau_metric: PlateauMetric = "train_loss"
     plateau_every: int = 1000
     plateau_factor: float = 0.5
@@ -261,6 +340,10 @@ class TrainConfig:
         bad = [k for k in positive if getattr(self, k) < 1]
         if bad or self.keep_last < 1 or self.max_bad_steps < 1 or self.lr <= 0:
             raise ConfigError(f"train: {', '.join(bad) or 'keep_last, max_bad_steps and lr'} must be positive")
+        if self.schedule not in ("plateau", "cosine"):
+            raise ConfigError(f"train.schedule must be 'plateau' or 'cosine', got {self.schedule!r}")
+        if not 0 <= self.ema_decay < 1 or self.warmup_steps < 0:
+            raise ConfigError("train: ema_decay must be in [0, 1) and warmup_steps >= 0")
         if not 0 < self.plateau_factor < 1:
             raise ConfigError(f"train.plateau_factor must be in (0, 1), got {self.plateau_factor}")
 
@@ -416,7 +499,9 @@ def experiment_to_dict(exp: Experiment) -> dict[str, Any]:
 
 __all__ = [
     "TASKS",
+    "DEGRADATION_MIXES",
     "DataConfig",
+    "DegradationConfig",
     "Experiment",
     "LossConfig",
     "ModelConfig",
@@ -425,6 +510,7 @@ __all__ = [
     "TrainConfig",
     "VARIANTS",
     "config_to_dict",
+    "degradation_mix",
     "experiment_to_dict",
     "load_experiment",
     "model_config",

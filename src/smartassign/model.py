@@ -8,6 +8,7 @@ the input, as the paper's peers (Restormer, MPRNet) do.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass, field
 
 import torch
@@ -26,7 +27,7 @@ class Output:
     ``derain`` / ``desnow``: ``(B, 3, H, W)`` restorations (not clamped).
     ``logits``: ``(B, 2)`` rain-vs-snow scores. ``atoms``: the knowledge atoms
     ``F_rk``, ``F_ck``, ``F_sk`` ``(B, C, H', W')`` by name; ``embeddings``:
-    their DRM projections ``(B, rows, features)`` used by the contrast loss.
+    their DRM projections ``(B, C, features)`` used by the contrast loss.
     """
 
     derain: torch.Tensor | None
@@ -193,20 +194,21 @@ class RecognitionHead(nn.Module):
 
 
 class DRM(nn.Module):
-    """Dimension reduction module: an atom map to a ``rows x features`` matrix M.
+    """Dimension reduction module, shared by the three atoms: an atom map to its ``C x features`` matrix M.
 
-    Pooling first, then a 1x1 conv (they commute), keeps it cheap at any size.
+    One row per channel of the atom, as the paper's M is C x F: each channel's map is pooled to ``pool x pool``
+    and projected by one linear map shared by all channels and atoms. Nothing mixes channels, so the contrast
+    loss can only be lowered by making the atoms themselves differ.
     """
 
-    def __init__(self, channels: int, rows: int, pool: int, features: int) -> None:
+    def __init__(self, pool: int, features: int) -> None:
         super().__init__()
         self.pool = nn.AdaptiveAvgPool2d(pool)
-        self.reduce = nn.Conv2d(channels, rows, 1)
         self.fc = nn.Linear(pool * pool, features)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``(B, C, H, W) -> (B, rows, features)``."""
-        return self.fc(self.reduce(self.pool(x)).flatten(2))
+        """``(B, C, H, W) -> (B, C, features)``."""
+        return self.fc(self.pool(x).flatten(2))
 
 
 class SmartAssignNet(nn.Module):
@@ -222,11 +224,7 @@ class SmartAssignNet(nn.Module):
         self.gkfm = nn.ModuleDict({a: GKFM(c, cfg.gate_reduction) for a in cfg.atoms})
         self.heads = nn.ModuleDict({t: RestorationHead(c * len(self.route(t)) or c, c) for t in cfg.tasks})
         self.recognizer = RecognitionHead(2 * c if cfg.atoms else c, c) if cfg.uses_recognition else None
-        self.drm = (
-            nn.ModuleDict({a: DRM(c, cfg.drm_rows, cfg.drm_pool, cfg.drm_features) for a in cfg.atoms})
-            if cfg.uses_contrast
-            else None
-        )
+        self.drm = DRM(cfg.drm_pool, cfg.drm_features) if cfg.uses_contrast else None
         if cfg.freeze_before_tkff:
             for module in (self.embed, self.sam, self.encoder, self.gkfm):
                 module.requires_grad_(False)
@@ -236,8 +234,17 @@ class SmartAssignNet(nn.Module):
         unique = ATOM_OF_TASK[task]
         return {"smartassign": (unique, "ck"), "shared": (), "common": ("ck",), "unique": (unique,)}[self.cfg.routing]
 
-    def forward(self, image: torch.Tensor) -> Output:
-        """``(B, 3, H, W)`` in [0, 1], any H and W -> :class:`Output` at the input size."""
+    def forward(self, image: torch.Tensor, tasks: Collection[str] | None = None) -> Output:
+        """``(B, 3, H, W)`` in [0, 1], any H and W -> :class:`Output` at the input size.
+
+        ``tasks``: the outputs to compute, any of ``"rain"``, ``"snow"`` (restoration heads) and
+        ``"recognition"`` (logits); only the atoms they read are made, and no DRM embeddings. ``None`` (training):
+        every output, every atom and the embeddings.
+        """
+        if tasks is not None:
+            known = {*self.heads, *(("recognition",) if self.recognizer is not None else ())}
+            if not set(tasks) <= known:
+                raise ValueError(f"this model computes {sorted(known)}, not {sorted(set(tasks) - known)}")
         h, w = image.shape[-2:]
         x, _ = pad_to_multiple(image, self.cfg.pad_multiple)
         # NHWC inside: oneDNN's NHWC convolutions are 1.5-2.5x faster than NCHW on
@@ -245,16 +252,18 @@ class SmartAssignNet(nn.Module):
         # become free views instead of copies. Every layer keeps the layout.
         x = x.contiguous(memory_format=torch.channels_last)
         f_wk = self.encoder(self.sam(self.embed(x)))
-        atoms = {a: m(f_wk) for a, m in self.gkfm.items()}
+        heads = [t for t in self.heads if tasks is None or t in tasks]
+        recognize = self.recognizer is not None and (tasks is None or "recognition" in tasks)
+        recognized = ("rk", "sk") if self.gkfm else ()
+        needed = {a for t in heads for a in self.route(t)} | (set(recognized) if recognize else set())
+        atoms = {a: m(f_wk) for a, m in self.gkfm.items() if tasks is None or a in needed}
 
         def gather(names: tuple[str, ...]) -> torch.Tensor:
             return torch.cat([atoms[n] for n in names], dim=1) if names else f_wk
 
-        restored = {t: head(gather(self.route(t)), x)[..., :h, :w] for t, head in self.heads.items()}
-        logits = None
-        if self.recognizer is not None:
-            logits = self.recognizer(gather(("rk", "sk") if atoms else ()))
-        embeddings = {a: m(atoms[a]) for a, m in self.drm.items()} if self.drm is not None else {}
+        restored = {t: self.heads[t](gather(self.route(t)), x)[..., :h, :w] for t in heads}
+        logits = self.recognizer(gather(recognized)) if recognize else None
+        embeddings = {a: self.drm(f) for a, f in atoms.items()} if self.drm is not None and tasks is None else {}
         return Output(
             derain=restored.get("rain"),
             desnow=restored.get("snow"),

@@ -45,7 +45,15 @@ from smartassign.checkpoint import (
     save_checkpoint,
     save_weights,
 )
-from smartassign.config import TASKS, DataConfig, Experiment, LossConfig, experiment_to_dict, model_config_from_dict
+from smartassign.config import (
+    TASKS,
+    DataConfig,
+    Experiment,
+    LossConfig,
+    TrainConfig,
+    experiment_to_dict,
+    model_config_from_dict,
+)
 from smartassign.errors import ConfigError, DataError, TrainingError
 from smartassign.losses import total_loss
 from smartassign.metrics import Scores, mean_scores, score, to_uint8
@@ -132,7 +140,8 @@ def build_data(cfg: DataConfig, tasks: tuple[str, ...], seed: int) -> TrainData:
     if cfg.kind == "synthetic":
         train_photos = photo_folder(cfg.photos) if cfg.photos else clean_photos("train")
         train = {
-            t: SyntheticPairs(train_photos, t, crop=cfg.crop, length=cfg.synthetic_pairs, seed=seed, augment=True)
+            t: SyntheticPairs(train_photos, t, crop=cfg.crop, length=cfg.synthetic_pairs, seed=seed, augment=True,
+                              degradation=cfg.degradation)
             for t in tasks
         }
         val: dict[str, Dataset] = {}
@@ -140,7 +149,9 @@ def build_data(cfg: DataConfig, tasks: tuple[str, ...], seed: int) -> TrainData:
             # Held-out photos: validation never scores a scene the network trained on.
             held, side = clean_photos("heldout"), cfg.val_crop or cfg.crop
             val = {
-                t: SyntheticPairs(held, t, crop=side, length=cfg.val_pairs, seed=seed, augment=False) for t in tasks
+                t: SyntheticPairs(held, t, crop=side, length=cfg.val_pairs, seed=seed, augment=False,
+                                  degradation=cfg.degradation)
+                for t in tasks
             }
         return TrainData(train, val)
     roots = {"rain": (cfg.rain, cfg.rain_layout), "snow": (cfg.snow, cfg.snow_layout)}
@@ -496,6 +507,37 @@ class FitResult:
     best_psnr_y: float
 
 
+def build_schedule(optimizer: torch.optim.Optimizer, cfg: TrainConfig) -> Any:
+    """The learning-rate schedule of ``cfg``: the paper's halve-on-plateau, or linear warm-up then cosine."""
+    if cfg.schedule == "cosine":
+        floor = min(cfg.min_lr / cfg.lr, 1.0)
+
+        def factor(step: int) -> float:
+            if step < cfg.warmup_steps:
+                return (step + 1) / cfg.warmup_steps
+            done = min((step - cfg.warmup_steps) / max(cfg.steps - cfg.warmup_steps, 1), 1.0)
+            return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * done))
+
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    return torch.optim.lr_scheduler.ReduceLROnPlateau(
+        optimizer,
+        mode="min" if cfg.plateau_metric == "train_loss" else "max",
+        factor=cfg.plateau_factor,
+        patience=cfg.plateau_patience,
+        min_lr=cfg.min_lr,
+    )
+
+
+def build_ema(model: SmartAssignNet, decay: float) -> torch.optim.swa_utils.AveragedModel | None:
+    """An exponential moving average of ``model``'s weights (and buffers), or None when ``decay`` is 0."""
+    if not decay:
+        return None
+    ema = torch.optim.swa_utils.AveragedModel(
+        model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(decay), use_buffers=True
+    )
+    return ema.eval()
+
+
 def _check_resumable(weights: Path, exp: Experiment) -> None:
     """A checkpoint may be resumed only with the same model; other differences are logged."""
     info = read_sidecar(weights)
@@ -573,19 +615,15 @@ def _fit(exp: Experiment, resume: bool, data: TrainData | None, procs: Processes
             log.info("initialised from %s; %d tensors start fresh: %s", cfg.init_from, len(fresh), ", ".join(fresh))
     raw.to(device, memory_format=torch.channels_last if channels_last else torch.preserve_format).train()
     trainable = [p for p in raw.parameters() if p.requires_grad]
-    optimizer = torch.optim.Adam(trainable, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
-    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
-        optimizer,
-        mode="min" if cfg.plateau_metric == "train_loss" else "max",
-        factor=cfg.plateau_factor,
-        patience=cfg.plateau_patience,
-        min_lr=cfg.min_lr,
-    )
+    # AdamW with weight_decay 0 is the paper's Adam.
+    optimizer = torch.optim.AdamW(trainable, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
+    scheduler = build_schedule(optimizer, cfg)
+    ema = build_ema(raw, cfg.ema_decay)
     # Everything the loop needs to continue exactly; saved in every checkpoint.
     state: dict[str, Any] = {"step": 0, "epoch": 0, "position": 0, "bad_steps": 0, "skipped": 0,
                              "window_loss": 0.0, "window_steps": 0, "best_psnr_y": -math.inf, "val": {}}  # fmt: skip
     if start is not None:
-        state.update(load_checkpoint(start, raw, optimizer, scheduler))
+        state.update(load_checkpoint(start, raw, optimizer, scheduler, ema))
         if procs.is_main:
             log.info("resumed from %s at step %d", start, state["step"])
 
@@ -610,7 +648,7 @@ def _fit(exp: Experiment, resume: bool, data: TrainData | None, procs: Processes
 
     def save() -> None:
         meta = {"experiment": experiment_to_dict(exp), "metrics": state["val"]}
-        save_checkpoint(run_dir, state["step"], raw, optimizer, scheduler, state, meta, cfg.keep_last)
+        save_checkpoint(run_dir, state["step"], raw, optimizer, scheduler, state, meta, cfg.keep_last, ema)
 
     # --- the loop
     began = time.monotonic()
@@ -642,6 +680,10 @@ def _fit(exp: Experiment, resume: bool, data: TrainData | None, procs: Processes
                             f"train.grad_clip, or check the data (last checkpoint: {latest_checkpoint(run_dir)})"
                         )
                 else:
+                    if ema is not None:
+                        ema.update_parameters(raw)
+                    if cfg.schedule == "cosine":
+                        scheduler.step()
                     state["bad_steps"] = 0
                     state["window_loss"] += result.terms["total"]
                     state["window_steps"] += 1
@@ -668,7 +710,7 @@ def _fit(exp: Experiment, resume: bool, data: TrainData | None, procs: Processes
                     bar.set_postfix(loss=f"{row.get('total', math.nan):.4f}", lr=f"{lr:.2e}", img_s=f"{rate:.1f}")
                     sums, tick, images, good = {}, time.monotonic(), 0, 0
 
-                if cfg.plateau_metric == "train_loss" and step % cfg.plateau_every == 0:
+                if cfg.schedule == "plateau" and cfg.plateau_metric == "train_loss" and step % cfg.plateau_every == 0:
                     totals = torch.tensor([state["window_loss"], float(state["window_steps"])], device=device)
                     if procs.world_size > 1:
                         dist.all_reduce(totals)
@@ -681,7 +723,8 @@ def _fit(exp: Experiment, resume: bool, data: TrainData | None, procs: Processes
                 if do_val or do_samples:
                     psnr_y = torch.tensor(0.0, device=device)
                     if runlog is not None:
-                        evals = _validate(raw, data.val, device, cfg.val_tile, 4 if do_samples else 0, not do_val)
+                        scored = raw if ema is None else ema.module  # the weights that would ship
+                        evals = _validate(scored, data.val, device, cfg.val_tile, 4 if do_samples else 0, not do_val)
                         if do_samples:
                             runlog.samples(step, evals)
                         if do_val:
@@ -691,8 +734,8 @@ def _fit(exp: Experiment, resume: bool, data: TrainData | None, procs: Processes
                             if float(psnr_y) > state["best_psnr_y"]:
                                 state["best_psnr_y"] = float(psnr_y)
                                 meta = {"step": step, "experiment": experiment_to_dict(exp), "metrics": state["val"]}
-                                save_weights(raw, run_dir / BEST, meta)
-                    if do_val and cfg.plateau_metric == "val_psnr":
+                                save_weights(scored, run_dir / BEST, meta)
+                    if do_val and cfg.schedule == "plateau" and cfg.plateau_metric == "val_psnr":
                         if procs.world_size > 1:
                             dist.broadcast(psnr_y, 0)
                         scheduler.step(float(psnr_y))

@@ -11,7 +11,7 @@ from smartassign.data.mixed import (
     SyntheticPairs,
     mixed_loader,
 )
-from smartassign.data.synth import add_rain, add_snow, synthesize
+from smartassign.data.engine import degrade
 
 __all__ = [
     "ARCHIVES",
@@ -23,13 +23,11 @@ __all__ = [
     "MixedDataset",
     "PairedDataset",
     "SyntheticPairs",
-    "add_rain",
-    "add_snow",
     "check_layout",
+    "degrade",
     "clean_photos",
     "fetch",
     "load_downscaled",
     "load_rgb",
     "mixed_loader",
-    "synthesize",
 ]

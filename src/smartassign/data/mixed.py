@@ -14,7 +14,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from smartassign.data.corpus import load_downscaled
 from smartassign.data.datasets import sample
-from smartassign.data.synth import TASKS, Task, synthesize
+from smartassign.data.engine import TASKS, Task, degrade
 from smartassign.errors import ConfigError, DataError
 
 LABELS: dict[str, int] = {"rain": 0, "snow": 1}
@@ -49,6 +49,7 @@ class SyntheticPairs(Dataset):
         seed: int = 0,
         augment: bool = True,
         max_side: int = 768,
+        degradation: str = "mixed",
     ) -> None:
         if task not in TASKS:
             raise ConfigError(f"unknown task {task!r}; expected one of {TASKS}")
@@ -60,6 +61,7 @@ class SyntheticPairs(Dataset):
         self.task, self.crop, self.length, self.seed, self.augment = task, crop, length, seed, augment
         self.max_side = max(max_side, crop)
         self.label = LABELS[task]
+        self.degradation = degradation
         self._cache: dict[int, np.ndarray] = {}
 
     def __len__(self) -> int:
@@ -103,14 +105,29 @@ class SyntheticPairs(Dataset):
             raise IndexError(f"index {index} out of range for {self.length} synthetic pairs")
         rng = np.random.default_rng((self.seed, self.label, index))
         clean, meta = self._clean_crop(rng)
-        degraded, params = synthesize(clean, self.task, rng)
-        degraded = np.round(degraded * 255.0) / np.float32(255.0)
-        meta = {"task": self.task, "index": index, **meta, "params": params}
+        seed = int(rng.integers(2**32))
+        batch = torch.from_numpy(clean).permute(2, 0, 1)[None]
+        out, params = degrade(batch, self.task, cfg=self.degradation, seeds=[seed])
+        degraded = (torch.round(out[0].permute(1, 2, 0) * 255.0) / 255.0).numpy()
+        meta = {"task": self.task, "index": index, **meta, "seed": seed, "params": _plain(params)}
         return degraded.astype(np.float32), clean, meta
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         degraded, clean, _ = self.generate(index)
         return sample(degraded, clean, self.label, f"{self.task}-{index:06d}")
+
+
+def _plain(params: dict[str, Any]) -> dict[str, Any]:
+    """The engine's parameters of one sample as JSON-able numbers."""
+    out: dict[str, Any] = {}
+    for k, v in params.items():
+        if isinstance(v, dict):
+            out[k] = _plain(v)
+        elif isinstance(v, torch.Tensor):
+            out[k] = v.reshape(-1)[0].item()
+        elif isinstance(v, list):
+            out[k] = v[0]
+    return out
 
 
 class MixedDataset(Dataset):

@@ -16,7 +16,7 @@ from tqdm import tqdm
 from smartassign import __version__
 from smartassign.data.corpus import Split, clean_photos, photo_info
 from smartassign.data.mixed import SyntheticPairs
-from smartassign.data.synth import TASKS
+from smartassign.data.engine import TASKS
 from smartassign.errors import DataError
 
 MANIFEST = "manifest.json"
