@@ -16,6 +16,7 @@ import pytest
 from smartassign.cli import main
 from smartassign.data.datasets import PairedDataset
 from smartassign.data.download import Archive, ResumableDownloader, fetch
+from smartassign.data.synthset import write_synthetic_set
 from smartassign.errors import DataError
 
 
@@ -139,3 +140,33 @@ def test_download_resumes_a_partial_file_over_http(tmp_path):
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_synth_mix_flag_sets_the_degradation_and_the_manifest(tmp_path, capsys):
+    def run(name: str, *mix: str) -> dict[str, bytes]:
+        args = ["data", "synth", "--out", str(tmp_path / name), "--n", "3", "--seed", "2", "--size", "48", *mix]
+        assert main(args) == 0
+        return _tree_bytes(tmp_path / name)
+
+    default, mixed = run("default"), run("mixed", "--mix", "mixed")
+    light, heavy = run("light", "--mix", "light"), run("heavy", "--mix", "heavy")
+    assert default == mixed  # mixed is the default
+    assert "(light mix)" in capsys.readouterr().out.splitlines()[2]
+    for tree, mix in ((default, "mixed"), (light, "light"), (heavy, "heavy")):
+        assert json.loads(tree["manifest.json"])["mix"] == mix
+    # The mix changes the weather, not the clean side: same targets, other inputs.
+    assert all(light[k] == heavy[k] for k in light if "/target/" in k)
+    assert light["rain/input/00000.png"] != heavy["rain/input/00000.png"]
+
+    def error(root: Path, task: str) -> float:
+        ds = PairedDataset(root / task, "generic", 0)
+        return float(np.mean([(s["input"] - s["target"]).abs().mean() for s in (ds[i] for i in range(len(ds)))]))
+
+    for task in ("rain", "snow"):
+        assert error(tmp_path / "heavy", task) > error(tmp_path / "light", task)
+    with pytest.raises(SystemExit) as exit_info:  # argparse: usage and exit 2
+        main(["data", "synth", "--out", str(tmp_path / "x"), "--n", "1", "--mix", "torrential"])
+    assert exit_info.value.code == 2 and "invalid choice" in capsys.readouterr().err
+    with pytest.raises(DataError, match="unknown degradation mix"):
+        write_synthetic_set(tmp_path / "y", n=1, seed=0, size=16, mix="torrential")
+    assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from smartassign.config import DEGRADATION_MIXES
 from smartassign.data.corpus import PHOTOS, clean_photos, load_downscaled
 from smartassign.data.datasets import LAYOUTS, check_layout
 from smartassign.data.download import ARCHIVES, fetch
@@ -29,6 +30,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--size", type=int, default=256, help="square crop side")
     s.add_argument(
         "--split", choices=("heldout", "train"), default="heldout", help="clean photos (default heldout, for eval)"
+    )
+    s.add_argument(
+        "--mix",
+        choices=list(DEGRADATION_MIXES),
+        default="mixed",
+        help="degradation mix: light (drizzle, flurries), heavy (downpour, blizzard) or mixed, the whole range"
+        " (default)",
     )
     s.set_defaults(func=run_synth)
 
@@ -58,8 +66,10 @@ def run_check(args: argparse.Namespace) -> int:
 
 def run_synth(args: argparse.Namespace) -> int:
     """Write the set and say where its manifest is."""
-    manifest = write_synthetic_set(args.out, args.n, args.seed, args.size, args.split, progress=sys.stderr.isatty())
-    print(f"wrote {args.n} rain + {args.n} snow pairs; manifest {manifest}")
+    manifest = write_synthetic_set(
+        args.out, args.n, args.seed, args.size, args.split, progress=sys.stderr.isatty(), mix=args.mix
+    )
+    print(f"wrote {args.n} rain + {args.n} snow pairs ({args.mix} mix); manifest {manifest}")
     return 0
 
 

@@ -14,9 +14,10 @@ from PIL import Image
 from tqdm import tqdm
 
 from smartassign import __version__
+from smartassign.config import DEGRADATION_MIXES
 from smartassign.data.corpus import Split, clean_photos, photo_info
-from smartassign.data.mixed import SyntheticPairs
 from smartassign.data.engine import TASKS
+from smartassign.data.mixed import SyntheticPairs
 from smartassign.errors import DataError
 
 MANIFEST = "manifest.json"
@@ -35,9 +36,18 @@ def _source(path: Path) -> dict[str, str]:
 
 
 def write_synthetic_set(
-    out: str | Path, n: int, seed: int, size: int = 256, split: Split = "heldout", progress: bool = False
+    out: str | Path,
+    n: int,
+    seed: int,
+    size: int = 256,
+    split: Split = "heldout",
+    progress: bool = False,
+    mix: str = "mixed",
 ) -> Path:
     """Write ``n`` rain and ``n`` snow pairs of ``size``² crops of ``split`` photos under ``out``; return the manifest.
+
+    ``mix`` names the degradation mix (:data:`smartassign.config.DEGRADATION_MIXES`: ``light``, ``mixed``,
+    ``heavy``); the manifest records it beside every sampled parameter.
 
     The tree is ``out/{rain,snow}/{input,target}/NNNNN.png`` (read each task with
     ``PairedDataset(out / task, "generic", label)``) and ``out/manifest.json`` with every parameter. Files are
@@ -47,6 +57,8 @@ def write_synthetic_set(
     out = Path(out)
     if n < 1:
         raise DataError(f"--n must be at least 1, got {n}")
+    if mix not in DEGRADATION_MIXES:
+        raise DataError(f"unknown degradation mix {mix!r}; choose from {', '.join(DEGRADATION_MIXES)}")
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise DataError(f"{out}: already exists and is not empty; choose a new --out")
     photos = clean_photos(split)
@@ -57,7 +69,7 @@ def write_synthetic_set(
         for task in TASKS:
             for sub in ("input", "target"):
                 (tmp / task / sub).mkdir(parents=True)
-            ds = SyntheticPairs(photos, task, crop=size, length=n, seed=seed, augment=True)
+            ds = SyntheticPairs(photos, task, crop=size, length=n, seed=seed, augment=True, degradation=mix)
             for i in tqdm(range(n), desc=f"synth {task}", unit="pair", disable=not progress):
                 degraded, clean, meta = ds.generate(i)
                 name = f"{i:05d}.png"
@@ -71,6 +83,7 @@ def write_synthetic_set(
             "n_per_task": n,
             "size": size,
             "split": split,
+            "mix": mix,
             "labels": {"rain": 0, "snow": 1},
             "photos": [_source(p) for p in photos],
             "samples": samples,
