@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import dataclasses
 import io
 import logging
 import math
 import os
 import random
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -581,13 +583,39 @@ def fit(exp: Experiment, resume: bool = False, data: TrainData | None = None) ->
             dist.destroy_process_group()
 
 
-def _fit(exp: Experiment, resume: bool, data: TrainData | None, procs: Processes) -> FitResult:
-    cfg = exp.train
-    run_dir = Path(cfg.out_dir)
-    device = train_device(cfg.device, procs)
-    cuda = device.type == "cuda"
-    autocast_dtype = torch.bfloat16 if cuda and cfg.amp else None
-    channels_last = cuda and cfg.channels_last
+@dataclass
+class Session:
+    """Everything the loop works with, built by :func:`setup`: model (and its EMA), optimizer, schedule, data."""
+
+    exp: Experiment
+    procs: Processes
+    device: torch.device
+    run_dir: Path
+    raw: SmartAssignNet
+    model: torch.nn.Module  # raw, compiled and/or wrapped in DDP
+    ema: torch.optim.swa_utils.AveragedModel | None
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    state: dict[str, Any]
+    val: dict[str, Dataset]
+    stream: Iterator[dict[str, Any]]
+    describe: str
+    autocast_dtype: torch.dtype | None = None
+    channels_last: bool = False
+
+    @property
+    def scored(self) -> SmartAssignNet:
+        """The weights that validation scores and that would ship: the EMA when on."""
+        return self.raw if self.ema is None else self.ema.module  # type: ignore[return-value]
+
+    def save(self) -> None:
+        """A training checkpoint of the current step."""
+        meta = {"experiment": experiment_to_dict(self.exp), "metrics": self.state["val"]}
+        save_checkpoint(self.run_dir, self.state["step"], self.raw, self.optimizer, self.scheduler, self.state, meta,
+                        self.exp.train.keep_last, self.ema)  # fmt: skip
+
+
+def _configure_backends(cfg: TrainConfig, cuda: bool) -> None:
     if cfg.deterministic:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.use_deterministic_algorithms(True, warn_only=True)
@@ -595,7 +623,10 @@ def _fit(exp: Experiment, resume: bool, data: TrainData | None, procs: Processes
         torch.backends.cudnn.benchmark = not cfg.deterministic  # fixed crop sizes: autotuned kernels pay off
         torch.set_float32_matmul_precision("high")
 
-    # --- where to start
+
+def _starting_point(exp: Experiment, resume: bool, procs: Processes) -> Path | None:
+    """The checkpoint to resume from (None: a fresh run); refuses to overwrite a run or resume another model."""
+    run_dir = Path(exp.train.out_dir)
     start = latest_checkpoint(run_dir) if resume else None
     if not resume and list_checkpoints(run_dir):
         raise ConfigError(f"{run_dir}: holds checkpoints already; pass --resume to continue, or set train.out_dir")
@@ -603,16 +634,62 @@ def _fit(exp: Experiment, resume: bool, data: TrainData | None, procs: Processes
         log.info("%s: no checkpoint to resume from; starting fresh", run_dir)
     if start is not None:
         _check_resumable(start, exp)
-    if exp.model.freeze_before_tkff and not cfg.init_from and start is None:
+    if exp.model.freeze_before_tkff and not exp.train.init_from and start is None:
         raise ConfigError(f"variant {exp.variant} trains only the heads: set train.init_from to trained V6 weights")
+    return start
 
-    # --- model, optimizer, schedule
+
+def loader_stream(loader: DataLoader, state: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """Batches of a DataLoader forever, epoch after epoch, keeping ``state["epoch"]``/``["position"]`` current."""
+    batches: EpochBatches = loader.batch_sampler  # type: ignore[assignment]
+    while True:
+        batches.start(state["epoch"], state["position"])
+        for batch in loader:
+            state["position"] += 1
+            yield batch
+        state["epoch"] += 1
+        state["position"] = 0
+
+
+def synthetic_stream(source: Any, state: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """Batches of a :class:`smartassign.data.batches.SyntheticBatches`: batch ``k`` is a function of step ``k``."""
+    while True:
+        yield source.batch(state["step"])
+
+
+def _data_stream(
+    exp: Experiment, data: TrainData | None, state: dict[str, Any], device: torch.device, procs: Processes
+) -> tuple[Iterator[dict[str, Any]], dict[str, Dataset], str]:
+    """The training batches (made on the device for synthetic data), the validation sets, and a description."""
+    cfg = exp.train
+    if data is None and exp.data.kind == "synthetic" and len(exp.model.tasks) == 2:
+        from smartassign.data import SyntheticBatches, clean_photos
+
+        photos = photo_folder(exp.data.photos) if exp.data.photos else clean_photos("train")
+        source = SyntheticBatches(photos, exp.data.crop, cfg.batch_size, cfg.seed, device, exp.data.degradation,
+                                  rank=procs.rank, world_size=procs.world_size)  # fmt: skip
+        val = build_data(dataclasses.replace(exp.data, synthetic_pairs=1), exp.model.tasks, cfg.seed).val
+        return synthetic_stream(source, state), val, f"synthetic batches of {cfg.batch_size} made on {device}"
+    data = data or build_data(exp.data, exp.model.tasks, cfg.seed)
+    loader = build_loader(data.train, cfg.batch_size, cfg.seed, exp.data.workers, procs)
+    per_epoch = len(loader.batch_sampler.batches)  # type: ignore[union-attr]
+    return loader_stream(loader, state), data.val, f"{per_epoch} batches of {cfg.batch_size} per epoch"
+
+
+def setup(exp: Experiment, resume: bool, data: TrainData | None, procs: Processes) -> Session:
+    """Device, model (warm start or resume), optimizer, schedule, EMA and data for :func:`fit`."""
+    cfg = exp.train
+    device = train_device(cfg.device, procs)
+    cuda = device.type == "cuda"
+    _configure_backends(cfg, cuda)
+    start = _starting_point(exp, resume, procs)
     seed_everything(cfg.seed)
     raw = SmartAssignNet(exp.model)
     if cfg.init_from and start is None:
         fresh = load_matching(raw, Path(cfg.init_from))
         if procs.is_main:
             log.info("initialised from %s; %d tensors start fresh: %s", cfg.init_from, len(fresh), ", ".join(fresh))
+    channels_last = cuda and cfg.channels_last
     raw.to(device, memory_format=torch.channels_last if channels_last else torch.preserve_format).train()
     trainable = [p for p in raw.parameters() if p.requires_grad]
     # AdamW with weight_decay 0 is the paper's Adam.
@@ -626,132 +703,151 @@ def _fit(exp: Experiment, resume: bool, data: TrainData | None, procs: Processes
         state.update(load_checkpoint(start, raw, optimizer, scheduler, ema))
         if procs.is_main:
             log.info("resumed from %s at step %d", start, state["step"])
-
-    # --- data, wrappers, outputs
-    if data is None:
-        data = build_data(exp.data, exp.model.tasks, cfg.seed)
-    loader = build_loader(data.train, cfg.batch_size, cfg.seed, exp.data.workers, procs)
-    batches: EpochBatches = loader.batch_sampler  # type: ignore[assignment]
+    stream, val, describe = _data_stream(exp, data, state, device, procs)
     model: torch.nn.Module = torch.compile(raw) if cfg.compile else raw
     if procs.world_size > 1:
         model = DistributedDataParallel(model, device_ids=[device.index] if cuda else None)
+    autocast_dtype = torch.bfloat16 if cuda and cfg.amp else None
+    return Session(exp, procs, device, Path(cfg.out_dir), raw, model, ema, optimizer, scheduler, state, val, stream,
+                   describe, autocast_dtype, channels_last)  # fmt: skip
+
+
+def nan_policy(s: Session, result: StepResult) -> None:
+    """Count a skipped (non-finite) step; stop after ``max_bad_steps`` in a row."""
+    s.state["bad_steps"] += 1
+    s.state["skipped"] += 1
+    step = s.state["step"]
+    if s.procs.is_main:
+        terms = {k: f"{v:.4g}" for k, v in result.terms.items()}
+        log.warning("step %d skipped: non-finite loss or gradient (%d in a row): %s", step, s.state["bad_steps"], terms)
+    if s.state["bad_steps"] >= s.exp.train.max_bad_steps:
+        raise TrainingError(
+            f"{s.state['bad_steps']} non-finite steps in a row at step {step}; lower train.lr, set "
+            f"train.grad_clip, or check the data (last checkpoint: {latest_checkpoint(s.run_dir)})"
+        )
+
+
+def after_good_step(s: Session, result: StepResult, sums: dict[str, float]) -> None:
+    """EMA update, per-step schedule, and the running sums the log averages."""
+    if s.ema is not None:
+        s.ema.update_parameters(s.raw)
+    if s.exp.train.schedule == "cosine":
+        s.scheduler.step()
+    s.state["bad_steps"] = 0
+    s.state["window_loss"] += result.terms["total"]
+    s.state["window_steps"] += 1
+    for k, v in {**result.terms, "grad_norm": result.grad_norm}.items():
+        sums[k] = sums.get(k, 0.0) + v
+
+
+def time_up(s: Session, began: float) -> bool:
+    """Whether ``train.time_limit_min`` has passed; rank 0's clock decides, so every rank stops at the same step."""
+    if not s.exp.train.time_limit_min:
+        return False
+    late = torch.tensor(float(time.monotonic() - began > 60 * s.exp.train.time_limit_min), device=s.device)
+    if s.procs.world_size > 1:
+        dist.broadcast(late, 0)
+    return bool(late.item())
+
+
+def plateau_step(s: Session) -> None:
+    """The paper's schedule on the training loss: one plateau check per ``plateau_every`` steps."""
+    totals = torch.tensor([s.state["window_loss"], float(s.state["window_steps"])], device=s.device)
+    if s.procs.world_size > 1:
+        dist.all_reduce(totals)
+    if totals[1] > 0:
+        s.scheduler.step(float(totals[0] / totals[1]))
+    s.state["window_loss"], s.state["window_steps"] = 0.0, 0
+
+
+def validate_and_keep_best(s: Session, runlog: RunLog | None, do_val: bool, do_samples: bool) -> None:
+    """Score the shipped weights (EMA when on) on the validation sets, write samples, keep the best weights."""
+    cfg = s.exp.train
+    psnr_y = torch.tensor(0.0, device=s.device)
+    if runlog is not None:
+        evals = _validate(s.scored, s.val, s.device, cfg.val_tile, 4 if do_samples else 0, not do_val)
+        step = s.state["step"]
+        if do_samples:
+            runlog.samples(step, evals)
+        if do_val:
+            runlog.val(step, evals)
+            s.state["val"] = {t: ev.summary() for t, ev in evals.items()}
+            psnr_y.fill_(float(np.mean([ev.mean.psnr_y for ev in evals.values()])))
+            if float(psnr_y) > s.state["best_psnr_y"]:
+                s.state["best_psnr_y"] = float(psnr_y)
+                meta = {"step": step, "experiment": experiment_to_dict(s.exp), "metrics": s.state["val"]}
+                save_weights(s.scored, s.run_dir / BEST, meta)
+    if do_val and cfg.schedule == "plateau" and cfg.plateau_metric == "val_psnr":
+        if s.procs.world_size > 1:
+            dist.broadcast(psnr_y, 0)
+        s.scheduler.step(float(psnr_y))
+
+
+def _fit(exp: Experiment, resume: bool, data: TrainData | None, procs: Processes) -> FitResult:
+    cfg = exp.train
+    s = setup(exp, resume, data, procs)
+    state = s.state
     runlog = None
     if procs.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(experiment_to_dict(exp), sort_keys=False))
-        runlog = RunLog(run_dir, state["step"] if start is not None else None, cfg.tensorboard)
-        log.info(
-            "%s %s: %.3f M parameters (%.3f M trained) on %s x%d, %d batches of %d per epoch -> %s",
-            exp.preset, exp.variant, count_parameters(raw) / 1e6, count_parameters(raw, True) / 1e6,
-            device, procs.world_size, len(batches.batches), cfg.batch_size, run_dir,  # type: ignore[arg-type]
-        )  # fmt: skip
+        s.run_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(s.run_dir / "config.yaml", yaml.safe_dump(experiment_to_dict(exp), sort_keys=False))
+        runlog = RunLog(s.run_dir, state["step"] if state["step"] else None, cfg.tensorboard)
+        log.info("%s %s: %.3f M parameters (%.3f M trained) on %s x%d, %s -> %s", exp.preset, exp.variant,
+                 count_parameters(s.raw) / 1e6, count_parameters(s.raw, True) / 1e6, s.device, procs.world_size,
+                 s.describe, s.run_dir)  # fmt: skip
 
-    def save() -> None:
-        meta = {"experiment": experiment_to_dict(exp), "metrics": state["val"]}
-        save_checkpoint(run_dir, state["step"], raw, optimizer, scheduler, state, meta, cfg.keep_last, ema)
-
-    # --- the loop
-    began = time.monotonic()
+    began = tick = time.monotonic()
     sums: dict[str, float] = {}
-    tick, images, good = time.monotonic(), 0, 0
-    bar = tqdm(total=cfg.steps, initial=state["step"], disable=not (procs.is_main and cfg.progress), unit="step")
-    done = state["step"] >= cfg.steps
+    images = good = 0
+    bar = tqdm(total=cfg.steps, initial=state["step"], unit="step",
+               disable=not (procs.is_main and cfg.progress) or not sys.stderr.isatty())  # fmt: skip
     with logging_redirect_tqdm():
-        while not done:
-            batches.start(state["epoch"], state["position"])
-            for batch in loader:
-                result = train_step(model, batch, optimizer, exp.loss, device, autocast_dtype, channels_last,
-                                    cfg.grad_clip)  # fmt: skip
-                state["step"] += 1
-                state["position"] += 1
-                step = state["step"]
-                images += len(batch["label"]) * procs.world_size
-                bar.update(1)
-                if result.skipped:
-                    state["bad_steps"] += 1
-                    state["skipped"] += 1
-                    if procs.is_main:
-                        terms = {k: f"{v:.4g}" for k, v in result.terms.items()}
-                        log.warning("step %d skipped: non-finite loss or gradient (%d in a row): %s",
-                                    step, state["bad_steps"], terms)  # fmt: skip
-                    if state["bad_steps"] >= cfg.max_bad_steps:
-                        raise TrainingError(
-                            f"{state['bad_steps']} non-finite steps in a row at step {step}; lower train.lr, set "
-                            f"train.grad_clip, or check the data (last checkpoint: {latest_checkpoint(run_dir)})"
-                        )
-                else:
-                    if ema is not None:
-                        ema.update_parameters(raw)
-                    if cfg.schedule == "cosine":
-                        scheduler.step()
-                    state["bad_steps"] = 0
-                    state["window_loss"] += result.terms["total"]
-                    state["window_steps"] += 1
-                    good += 1
-                    for k, v in {**result.terms, "grad_norm": result.grad_norm}.items():
-                        sums[k] = sums.get(k, 0.0) + v
-
-                last = step >= cfg.steps
-                if cfg.time_limit_min:
-                    late = torch.tensor(float(time.monotonic() - began > 60 * cfg.time_limit_min), device=device)
-                    if procs.world_size > 1:  # rank 0's clock decides: every rank stops at the same step
-                        dist.broadcast(late, 0)
-                    last = last or bool(late.item())
-
-                if step % cfg.log_every == 0 or last:
-                    lr = optimizer.param_groups[0]["lr"]
-                    rate = images / (time.monotonic() - tick)
-                    # Every term is a column from the first row on, NaN for a window of skipped steps only.
-                    means = {k: sums[k] / good if good else math.nan for k in [*result.terms, "grad_norm"]}
-                    row = {"step": step, "epoch": state["epoch"], "lr": lr, "images_per_s": rate,
-                           "skipped": state["skipped"], **means}  # fmt: skip
-                    if runlog is not None:
-                        runlog.train(row)
-                    bar.set_postfix(loss=f"{row.get('total', math.nan):.4f}", lr=f"{lr:.2e}", img_s=f"{rate:.1f}")
-                    sums, tick, images, good = {}, time.monotonic(), 0, 0
-
-                if cfg.schedule == "plateau" and cfg.plateau_metric == "train_loss" and step % cfg.plateau_every == 0:
-                    totals = torch.tensor([state["window_loss"], float(state["window_steps"])], device=device)
-                    if procs.world_size > 1:
-                        dist.all_reduce(totals)
-                    if totals[1] > 0:
-                        scheduler.step(float(totals[0] / totals[1]))
-                    state["window_loss"], state["window_steps"] = 0.0, 0
-
-                do_val = bool(data.val) and (step % cfg.val_every == 0 or last)
-                do_samples = bool(data.val) and (step % cfg.sample_every == 0 or last)
-                if do_val or do_samples:
-                    psnr_y = torch.tensor(0.0, device=device)
-                    if runlog is not None:
-                        scored = raw if ema is None else ema.module  # the weights that would ship
-                        evals = _validate(scored, data.val, device, cfg.val_tile, 4 if do_samples else 0, not do_val)
-                        if do_samples:
-                            runlog.samples(step, evals)
-                        if do_val:
-                            runlog.val(step, evals)
-                            state["val"] = {t: ev.summary() for t, ev in evals.items()}
-                            psnr_y.fill_(float(np.mean([ev.mean.psnr_y for ev in evals.values()])))
-                            if float(psnr_y) > state["best_psnr_y"]:
-                                state["best_psnr_y"] = float(psnr_y)
-                                meta = {"step": step, "experiment": experiment_to_dict(exp), "metrics": state["val"]}
-                                save_weights(scored, run_dir / BEST, meta)
-                    if do_val and cfg.schedule == "plateau" and cfg.plateau_metric == "val_psnr":
-                        if procs.world_size > 1:
-                            dist.broadcast(psnr_y, 0)
-                        scheduler.step(float(psnr_y))
-
-                if procs.is_main and (last or step % cfg.ckpt_every == 0):
-                    save()
-                if last:
-                    done = True
-                    break
+        while state["step"] < cfg.steps:
+            # batch -> step
+            batch = next(s.stream)
+            result = train_step(s.model, batch, s.optimizer, exp.loss, s.device, s.autocast_dtype, s.channels_last,
+                                cfg.grad_clip)  # fmt: skip
+            state["step"] += 1
+            step = state["step"]
+            images += len(batch["label"]) * procs.world_size
+            bar.update(1)
+            if result.skipped:
+                nan_policy(s, result)
             else:
-                state["epoch"] += 1
-                state["position"] = 0
+                after_good_step(s, result, sums)
+                good += 1
+            last = step >= cfg.steps or time_up(s, began)
+
+            # log
+            if step % cfg.log_every == 0 or last:
+                lr = s.optimizer.param_groups[0]["lr"]
+                rate = images / (time.monotonic() - tick)
+                # Every term is a column from the first row on, NaN for a window of skipped steps only.
+                means = {k: sums[k] / good if good else math.nan for k in [*result.terms, "grad_norm"]}
+                row = {"step": step, "epoch": state["epoch"], "lr": lr, "images_per_s": rate,
+                       "skipped": state["skipped"], **means}  # fmt: skip
+                if runlog is not None:
+                    runlog.train(row)
+                bar.set_postfix(loss=f"{row.get('total', math.nan):.4f}", lr=f"{lr:.2e}", img_s=f"{rate:.1f}")
+                sums, tick, images, good = {}, time.monotonic(), 0, 0
+            if cfg.schedule == "plateau" and cfg.plateau_metric == "train_loss" and step % cfg.plateau_every == 0:
+                plateau_step(s)
+
+            # evaluate
+            do_val = bool(s.val) and (step % cfg.val_every == 0 or last)
+            do_samples = bool(s.val) and (step % cfg.sample_every == 0 or last)
+            if do_val or do_samples:
+                validate_and_keep_best(s, runlog, do_val, do_samples)
+
+            # checkpoint
+            if procs.is_main and (last or step % cfg.ckpt_every == 0):
+                s.save()
+            if last:
+                break
     bar.close()
     if runlog is not None:
         runlog.close()
-    return FitResult(raw.eval(), run_dir, state["step"], state["val"], state["best_psnr_y"])
+    return FitResult(s.raw.eval(), s.run_dir, state["step"], state["val"], state["best_psnr_y"])
 
 
 __all__ = [
@@ -762,6 +858,7 @@ __all__ = [
     "KeyedSamples",
     "Processes",
     "RunLog",
+    "Session",
     "StepResult",
     "TrainData",
     "build_data",

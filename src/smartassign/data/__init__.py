@@ -1,8 +1,10 @@
 """Data: public paired datasets, the offline photo corpus, synthetic rain/snow, and mixed labelled loading."""
 
+from smartassign.data.batches import SyntheticBatches
 from smartassign.data.corpus import clean_photos, load_downscaled, load_rgb
 from smartassign.data.datasets import LAYOUTS, LayoutReport, PairedDataset, check_layout
 from smartassign.data.download import ARCHIVES, fetch
+from smartassign.data.engine import degrade
 from smartassign.data.mixed import (
     LABELS,
     PAPER_PAIRINGS,
@@ -11,7 +13,6 @@ from smartassign.data.mixed import (
     SyntheticPairs,
     mixed_loader,
 )
-from smartassign.data.engine import degrade
 
 __all__ = [
     "ARCHIVES",
@@ -22,6 +23,7 @@ __all__ = [
     "LayoutReport",
     "MixedDataset",
     "PairedDataset",
+    "SyntheticBatches",
     "SyntheticPairs",
     "check_layout",
     "degrade",
