@@ -1,9 +1,16 @@
-"""Data throughput: synthesis alone, the mixed loader alone, and the loader feeding tiny-model training steps.
+"""Data throughput of the synthetic rain/snow engine: crops/s with the clean side included, CPU and CUDA.
 
-Prints a Markdown table and writes JSON. The loader rows show whether the CPU keeps the model busy: when
-"loader + tiny model" runs near the model's own speed, decoding and synthesis are not the bottleneck.
+Each measured batch is what synthetic training makes: ``batch`` random crops of the training photos (decoded
+once into uint8 tensors on the device), flipped, turned by 90° and mildly colour-jittered there, half degraded
+with rain and half with snow by ``smartassign.data.degrade`` (the ``mixed`` mix by default). Rows: CPU with 1 and
+2 torch threads, and CUDA when a GPU is present, at 128² and 256². CPU rows also give crops per CPU-second of this
+process, which is what one uncontended core does when others share the machine. A ``tiny`` model training step at
+the same crop size (CPU, 2 threads) gives the fraction of a training step the data would cost.
 
-    .venv/bin/python benchmarks/data_throughput.py --workers 2 --out benchmarks/results/data_throughput.json
+Prints a Markdown table and writes JSON with the command, machine, torch version and load average.
+
+    .venv/bin/python benchmarks/data_throughput.py                # the committed figures
+    .venv/bin/python benchmarks/data_throughput.py --quick        # a smoke run (tiny batch, 64², no JSON)
 """
 
 from __future__ import annotations
@@ -12,123 +19,224 @@ import argparse
 import json
 import os
 import platform
+import shlex
+import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
-import numpy as np
 import torch
 
-from smartassign import build_model
-from smartassign.data import SyntheticPairs, clean_photos, mixed_loader, synthesize
-
-Rate = tuple[float, float | None]  # (images per wall second, images per CPU second of this process or None)
-
-
-def synth_rate(task: str, size: int, n: int) -> Rate:
-    """Images/s of ``synthesize`` alone on one core, on a fixed clean crop."""
-    clean = np.random.default_rng(0).random((size, size, 3), dtype=np.float32)
-    synthesize(clean, task, np.random.default_rng(0))  # warm FFT plans
-    start, cpu = time.perf_counter(), time.process_time()
-    for i in range(n):
-        synthesize(clean, task, np.random.default_rng(i))
-    return n / (time.perf_counter() - start), n / (time.process_time() - cpu)
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import cpu_name  # noqa: E402
+from smartassign import build_model  # noqa: E402
+from smartassign.data import clean_photos, degrade, load_downscaled  # noqa: E402
 
 
-def loader_rate(size: int, batch: int, workers: int, batches: int, model: torch.nn.Module | None) -> Rate:
-    """Images/s through ``mixed_loader`` (optionally with a training step of ``model`` per batch)."""
-    photos = clean_photos("train")
-    rain = SyntheticPairs(photos, "rain", crop=size, length=100_000, seed=0)
-    snow = SyntheticPairs(photos, "snow", crop=size, length=100_000, seed=0)
-    loader = mixed_loader(rain, snow, batch_size=batch, seed=0, workers=workers)
-    opt = torch.optim.Adam(model.parameters(), lr=1e-4) if model is not None else None
-    threads = torch.get_num_threads()
-    if model is None:
-        torch.set_num_threads(1)  # as in a DataLoader worker: collation alone gains nothing from threads
-    warmup, seen = 2 + workers, 0
-    start = cpu = 0.0
-    for i, b in enumerate(loader):
-        if i == warmup:
-            start, cpu, seen = time.perf_counter(), time.process_time(), 0
-        if model is not None and opt is not None:
-            out = model(b["input"])
-            rain_mask = (b["label"] == 0).view(-1, 1, 1, 1)
-            pred = torch.where(rain_mask, out.derain, out.desnow)
-            loss = (pred - b["target"]).abs().mean()
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-        seen += b["input"].shape[0]
-        if i == warmup + batches:
-            break
-    wall = seen / (time.perf_counter() - start)
-    torch.set_num_threads(threads)
-    # Workers' CPU time is not this process's: a CPU rate only means something when everything runs here.
-    return wall, (seen / (time.process_time() - cpu) if workers == 0 and model is None else None)
+class CleanCrops:
+    """Random clean crops from photos held as uint8 ``(3, H, W)`` tensors on ``device``."""
+
+    def __init__(self, photos: Sequence[Path], device: torch.device, max_side: int = 768) -> None:
+        self.device = device
+        self.photos = [
+            torch.from_numpy(load_downscaled(p, max_side)).permute(2, 0, 1).contiguous().to(device) for p in photos
+        ]
+
+    def sample(self, n: int, size: int, gen: torch.Generator) -> torch.Tensor:
+        """``(n, 3, size, size)`` float32 in [0, 1]: photo, position, flip, 90° turn, mild contrast and brightness."""
+        u = torch.rand(n, 7, generator=gen).tolist()
+        out = []
+        for r in u:
+            photo = self.photos[int(r[0] * len(self.photos))]
+            h, w = photo.shape[-2:]
+            s = min(size, h, w)
+            y, x = int(r[1] * (h - s + 1)), int(r[2] * (w - s + 1))
+            patch = photo[:, y : y + s, x : x + s]
+            if r[3] < 0.5:
+                patch = patch.flip(-1)
+            patch = torch.rot90(patch, int(r[4] * 4), dims=(-2, -1))
+            out.append(patch)
+        batch = torch.stack(out).float() / 255.0
+        if batch.shape[-1] != size:  # a photo smaller than the crop
+            batch = torch.nn.functional.interpolate(batch, size=(size, size), mode="bilinear", align_corners=False)
+        jitter = torch.tensor([r[5:] for r in u], device=self.device)[:, :, None, None, None]
+        contrast, brightness = 0.9 + 0.2 * jitter[:, 0], 0.95 + 0.1 * jitter[:, 1]
+        mean = batch.mean(dim=(1, 2, 3), keepdim=True)
+        return (((batch - mean) * contrast + mean) * brightness).clamp(0, 1)
 
 
-def model_rate(size: int, batch: int, steps: int) -> Rate:
-    """Images/s of tiny-model training steps on a resident batch (no loading): the ceiling for the loader rows."""
-    model = build_model("tiny").train()
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def engine_rate(
+    crops: CleanCrops, size: int, batch: int, batches: int, mix: str, seed: int = 0
+) -> dict[str, float | None]:
+    """Crops/s (wall, and per CPU-second on CPU) of clean sampling + ``degrade``, and the clean side's share."""
+    device = crops.device
+    gen = torch.Generator().manual_seed(seed)
+    tasks = ["rain"] * (batch // 2) + ["snow"] * (batch - batch // 2)
+
+    def one() -> float:
+        t0 = time.perf_counter()
+        clean = crops.sample(batch, size, gen)
+        _sync(device)
+        t1 = time.perf_counter()
+        degraded, _ = degrade(clean, tasks, generator=gen, cfg=mix)
+        _sync(device)
+        return t1 - t0
+
+    one()  # warm up: allocations, FFT plans, CUDA kernels
+    start, cpu, clean_s = time.perf_counter(), time.process_time(), 0.0
+    for _ in range(batches):
+        clean_s += one()
+    wall, cpu = time.perf_counter() - start, time.process_time() - cpu
+    n = batch * batches
+    return {
+        "crops_per_s": n / wall,
+        "crops_per_cpu_s": n / cpu if device.type == "cpu" else None,
+        "clean_side_share": clean_s / wall,
+        "seconds": wall,
+    }
+
+
+def model_step_seconds(device: torch.device, size: int, batch: int, steps: int) -> float:
+    """Median seconds of one ``tiny`` training step (forward, L1 on both heads, backward, Adam) per crop."""
+    model = build_model("tiny").to(device).train()
     opt = torch.optim.Adam(model.parameters(), lr=1e-4)
-    x = torch.rand(batch, 3, size, size)
-    start = 0.0
+    x = torch.rand(batch, 3, size, size, device=device)
+    times = []
     for i in range(steps + 1):
-        if i == 1:
-            start = time.perf_counter()
+        _sync(device)
+        start = time.perf_counter()
         out = model(x)
         loss = (out.derain - x).abs().mean() + (out.desnow - x).abs().mean()
         opt.zero_grad()
         loss.backward()
         opt.step()
-    return steps * batch / (time.perf_counter() - start), None
+        _sync(device)
+        if i:  # the first step warms up
+            times.append(time.perf_counter() - start)
+    return sorted(times)[len(times) // 2] / batch
 
 
-def main() -> None:
+def previous_figures(path: Path) -> dict[str, Any] | None:
+    """The numpy engine's figures, when ``path`` still holds its JSON (kept in the new JSON for comparison)."""
+    try:
+        old = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    if "images_per_s_wall" not in old:
+        return old.get("previous_numpy_engine")
+    return old
+
+
+def _step_row(device: str, threads: int | None, size: int, batch: int, step: float, data: float) -> dict[str, Any]:
+    return {
+        "device": device,
+        "threads": threads,
+        "size": size,
+        "batch": batch,
+        "step_seconds_per_crop": step,
+        "data_seconds_per_crop": data,
+        "data_share_of_step": data / step,
+    }
+
+
+def main(argv: Sequence[str] | None = None) -> int:
     """Run every measurement, print the table, write the JSON."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--size", type=int, default=256)
-    p.add_argument("--batch", type=int, default=4)
-    p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--images", type=int, default=120, help="images per synthesis measurement")
-    p.add_argument("--batches", type=int, default=30, help="timed batches per loader measurement")
+    p.add_argument("--sizes", type=int, nargs="+", default=[128, 256])
+    p.add_argument("--batch", type=int, default=64)
+    p.add_argument("--batches", type=int, default=3, help="timed batches per CPU row (CUDA: 10x as many)")
+    p.add_argument("--threads", type=int, nargs="+", default=[1, 2], help="CPU torch thread counts")
+    p.add_argument("--mix", default="mixed")
+    p.add_argument("--model-batch", type=int, default=4, help="batch of the tiny training step (0: skip it)")
+    p.add_argument("--no-cuda", action="store_true")
+    p.add_argument("--quick", action="store_true", help="64², batch 4, one batch, no model step, no JSON")
     p.add_argument("--out", type=Path, default=Path("benchmarks/results/data_throughput.json"))
-    args = p.parse_args()
-    torch.manual_seed(0)
+    args = p.parse_args(argv)
+    if args.quick:
+        args.sizes, args.batch, args.batches, args.model_batch = [64], 4, 1, 0
+    photos = clean_photos("train")
+    load_start = os.getloadavg()
+    threads0 = torch.get_num_threads()
+    cpu = torch.device("cpu")
+    cpu_crops = CleanCrops(photos, cpu)
+    rows: list[dict[str, Any]] = []
+    for threads in args.threads:
+        torch.set_num_threads(threads)
+        for size in args.sizes:
+            r = engine_rate(cpu_crops, size, args.batch, args.batches, args.mix)
+            rows.append({"device": "cpu", "threads": threads, "size": size, **r})
+            print(f"cpu, {threads} thread(s), {size}²: {r['crops_per_s']:.1f} crops/s", file=sys.stderr)
+    torch.set_num_threads(max(args.threads))
+    model: list[dict[str, Any]] = []
+    if args.model_batch:
+        for size in args.sizes:
+            step = model_step_seconds(cpu, size, args.model_batch, steps=2)
+            data = next(1 / r["crops_per_s"] for r in rows if r["size"] == size and r["threads"] == max(args.threads))
+            model.append(_step_row("cpu", max(args.threads), size, args.model_batch, step, data))
+    gpu = None
+    if torch.cuda.is_available() and not args.no_cuda:
+        dev = torch.device("cuda")
+        gpu = torch.cuda.get_device_name(dev)
+        gpu_crops = CleanCrops(photos, dev)
+        for size in args.sizes:
+            r = engine_rate(gpu_crops, size, args.batch, args.batches * 10, args.mix)
+            rows.append({"device": "cuda", "threads": None, "size": size, **r})
+            if args.model_batch:
+                step = model_step_seconds(dev, size, args.batch, steps=5)
+                model.append(_step_row("cuda", None, size, args.batch, step, 1 / r["crops_per_s"]))
+    torch.set_num_threads(threads0)
+    load_end = os.getloadavg()
 
-    rows: list[tuple[str, Rate]] = [
-        ("synthesize rain (1 core)", synth_rate("rain", args.size, args.images)),
-        ("synthesize snow (1 core)", synth_rate("snow", args.size, args.images)),
-        ("loader alone, 0 workers", loader_rate(args.size, args.batch, 0, args.batches, None)),
-        (f"loader alone, {args.workers} workers", loader_rate(args.size, args.batch, args.workers, args.batches, None)),
-        ("tiny model train step alone", model_rate(args.size, args.batch, max(args.batches // 6, 3))),
-        (
-            f"loader + tiny model train step, {args.workers} workers",
-            loader_rate(args.size, args.batch, args.workers, max(args.batches // 6, 3), build_model("tiny").train()),
-        ),
-    ]
-    load = os.getloadavg()[0]
-    print(f"| measurement ({args.size}x{args.size}, batch {args.batch}) | images/s (wall) | images/CPU-s |")
-    print("|---|---:|---:|")
-    for name, (wall, cpu) in rows:
-        print(f"| {name} | {wall:.1f} | {'' if cpu is None else f'{cpu:.1f}'} |")
-    print(f"load average at the end: {load:.1f} on {os.cpu_count()} CPUs (wall rates drop when others share them)")
+    print(f"| device | {' | '.join(f'{s}² crops/s (per CPU-s)' for s in args.sizes)} | clean side share |")
+    print(f"|---|{'---:|' * len(args.sizes)}---:|")
+    for dev_name, thr in [("cpu", t) for t in args.threads] + ([("cuda", None)] if gpu else []):
+        mine = [r for r in rows if r["device"] == dev_name and r["threads"] == thr]
+        label = f"CPU, {thr} thread{'s' if thr != 1 else ''}" if dev_name == "cpu" else f"CUDA ({gpu})"
+        cells = [
+            f"{r['crops_per_s']:.1f}" + (f" ({r['crops_per_cpu_s']:.1f})" if r["crops_per_cpu_s"] else "") for r in mine
+        ]
+        share = " / ".join(f"{r['clean_side_share']:.0%}" for r in mine)
+        print(f"| {label} | {' | '.join(cells)} | {share} |")
+    if not gpu:
+        print("| CUDA | not measured: no GPU on this machine | |")
+    for m in model:
+        print(
+            f"tiny training step, {m['device']}, {m['size']}², batch {m['batch']}: {m['step_seconds_per_crop']:.3f} s"
+            f" per crop; the data costs {m['data_share_of_step']:.1%} of it"
+        )
+    print(f"load average (1, 5, 15 min): start {load_start}, end {load_end} on {os.cpu_count()} CPUs")
+    if args.quick:
+        return 0
     result = {
-        "size": args.size,
+        "command": "python " + shlex.join(sys.argv if argv is None else ["benchmarks/data_throughput.py", *argv]),
+        "what": "crops/s of clean sampling (uint8 photo tensors on the device: crop, flip, rot90, contrast and "
+        "brightness) + degrade, "
+        "half rain half snow per batch",
+        "mix": args.mix,
         "batch": args.batch,
-        "workers": args.workers,
-        "cpus": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
         "machine": platform.platform(),
-        "processor": platform.processor(),
-        "train_photos": len(clean_photos("train")),
-        "load_average_1min_at_end": load,
-        "images_per_s_wall": {name: wall for name, (wall, _) in rows},
-        "images_per_cpu_s": {name: cpu for name, (_, cpu) in rows if cpu is not None},
+        "cpu": cpu_name(),
+        "cpus": os.cpu_count(),
+        "gpu": gpu,
+        "torch": torch.__version__,
+        "train_photos": len(photos),
+        "load_average_at_start": load_start,
+        "load_average_at_end": load_end,
+        "rows": rows,
+        "tiny_training_step": model,
+        "previous_numpy_engine": previous_figures(args.out),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {args.out}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())
