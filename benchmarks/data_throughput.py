@@ -1,11 +1,12 @@
 """Data throughput of the synthetic rain/snow engine: crops/s with the clean side included, CPU and CUDA.
 
-Each measured batch is what synthetic training makes: ``batch`` random crops of the training photos (decoded
-once into uint8 tensors on the device), flipped, turned by 90° and mildly colour-jittered there, half degraded
-with rain and half with snow by ``smartassign.data.degrade`` (the ``mixed`` mix by default). Rows: CPU with 1 and
-2 torch threads, and CUDA when a GPU is present, at 128² and 256². CPU rows also give crops per CPU-second of this
-process, which is what one uncontended core does when others share the machine. A ``tiny`` model training step at
-the same crop size (CPU, 2 threads) gives the fraction of a training step the data would cost.
+Each measured batch is what synthetic training makes, by the trainer's own ``SyntheticBatches.batch``: ``batch``
+random crops of the training photos (decoded once into uint8 tensors on the device), zoomed, flipped, turned by
+90° and mildly colour-jittered there, half degraded with rain and half with snow by ``smartassign.data.degrade``
+(the ``mixed`` mix by default), both quantized to 8 bits. Rows: CPU with 1 and 2 torch threads, and CUDA when a
+GPU is present, at 128² and 256². CPU rows also give crops per CPU-second of this process, which is what one
+uncontended core does when others share the machine. A ``tiny`` model training step at the same crop size (CPU,
+2 threads) gives the fraction of a training step the data would cost.
 
 Prints a Markdown table and writes JSON with the command, machine, torch version and load average.
 
@@ -31,39 +32,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import cpu_name  # noqa: E402
 from smartassign import build_model  # noqa: E402
-from smartassign.data import clean_photos, degrade, load_downscaled  # noqa: E402
-
-
-class CleanCrops:
-    """Random clean crops from photos held as uint8 ``(3, H, W)`` tensors on ``device``."""
-
-    def __init__(self, photos: Sequence[Path], device: torch.device, max_side: int = 768) -> None:
-        self.device = device
-        self.photos = [
-            torch.from_numpy(load_downscaled(p, max_side)).permute(2, 0, 1).contiguous().to(device) for p in photos
-        ]
-
-    def sample(self, n: int, size: int, gen: torch.Generator) -> torch.Tensor:
-        """``(n, 3, size, size)`` float32 in [0, 1]: photo, position, flip, 90° turn, mild contrast and brightness."""
-        u = torch.rand(n, 7, generator=gen).tolist()
-        out = []
-        for r in u:
-            photo = self.photos[int(r[0] * len(self.photos))]
-            h, w = photo.shape[-2:]
-            s = min(size, h, w)
-            y, x = int(r[1] * (h - s + 1)), int(r[2] * (w - s + 1))
-            patch = photo[:, y : y + s, x : x + s]
-            if r[3] < 0.5:
-                patch = patch.flip(-1)
-            patch = torch.rot90(patch, int(r[4] * 4), dims=(-2, -1))
-            out.append(patch)
-        batch = torch.stack(out).float() / 255.0
-        if batch.shape[-1] != size:  # a photo smaller than the crop
-            batch = torch.nn.functional.interpolate(batch, size=(size, size), mode="bilinear", align_corners=False)
-        jitter = torch.tensor([r[5:] for r in u], device=self.device)[:, :, None, None, None]
-        contrast, brightness = 0.9 + 0.2 * jitter[:, 0], 0.95 + 0.1 * jitter[:, 1]
-        mean = batch.mean(dim=(1, 2, 3), keepdim=True)
-        return (((batch - mean) * contrast + mean) * brightness).clamp(0, 1)
+from smartassign.data import SyntheticBatches, clean_photos  # noqa: E402
 
 
 def _sync(device: torch.device) -> None:
@@ -72,32 +41,28 @@ def _sync(device: torch.device) -> None:
 
 
 def engine_rate(
-    crops: CleanCrops, size: int, batch: int, batches: int, mix: str, seed: int = 0
+    photos: Sequence[Path], device: torch.device, size: int, batch: int, batches: int, mix: str
 ) -> dict[str, float | None]:
-    """Crops/s (wall, and per CPU-second on CPU) of clean sampling + ``degrade``, and the clean side's share."""
-    device = crops.device
-    gen = torch.Generator().manual_seed(seed)
-    tasks = ["rain"] * (batch // 2) + ["snow"] * (batch - batch // 2)
-
-    def one() -> float:
-        t0 = time.perf_counter()
-        clean = crops.sample(batch, size, gen)
-        _sync(device)
-        t1 = time.perf_counter()
-        degraded, _ = degrade(clean, tasks, generator=gen, cfg=mix)
-        _sync(device)
-        return t1 - t0
-
-    one()  # warm up: allocations, FFT plans, CUDA kernels
-    start, cpu, clean_s = time.perf_counter(), time.process_time(), 0.0
-    for _ in range(batches):
-        clean_s += one()
+    """Crops/s (wall, and per CPU-second on CPU) of the trainer's ``SyntheticBatches.batch`` and the clean side's
+    share of that time (``SyntheticBatches.clean`` alone, timed over the same steps)."""
+    source = SyntheticBatches(photos, size, batch, seed=0, device=device, degradation=mix)
+    source.batch(0)  # warm up: allocations, FFT plans, CUDA kernels
+    _sync(device)
+    start, cpu = time.perf_counter(), time.process_time()
+    for step in range(1, batches + 1):
+        source.batch(step)
+    _sync(device)
     wall, cpu = time.perf_counter() - start, time.process_time() - cpu
+    start = time.perf_counter()
+    for step in range(1, batches + 1):
+        source.clean(source.seeds(step))
+    _sync(device)
+    clean = time.perf_counter() - start
     n = batch * batches
     return {
         "crops_per_s": n / wall,
         "crops_per_cpu_s": n / cpu if device.type == "cpu" else None,
-        "clean_side_share": clean_s / wall,
+        "clean_side_share": clean / wall,
         "seconds": wall,
     }
 
@@ -164,12 +129,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     load_start = os.getloadavg()
     threads0 = torch.get_num_threads()
     cpu = torch.device("cpu")
-    cpu_crops = CleanCrops(photos, cpu)
     rows: list[dict[str, Any]] = []
     for threads in args.threads:
         torch.set_num_threads(threads)
         for size in args.sizes:
-            r = engine_rate(cpu_crops, size, args.batch, args.batches, args.mix)
+            r = engine_rate(photos, cpu, size, args.batch, args.batches, args.mix)
             rows.append({"device": "cpu", "threads": threads, "size": size, **r})
             print(f"cpu, {threads} thread(s), {size}²: {r['crops_per_s']:.1f} crops/s", file=sys.stderr)
     torch.set_num_threads(max(args.threads))
@@ -183,9 +147,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if torch.cuda.is_available() and not args.no_cuda:
         dev = torch.device("cuda")
         gpu = torch.cuda.get_device_name(dev)
-        gpu_crops = CleanCrops(photos, dev)
         for size in args.sizes:
-            r = engine_rate(gpu_crops, size, args.batch, args.batches * 10, args.mix)
+            r = engine_rate(photos, dev, size, args.batch, args.batches * 10, args.mix)
             rows.append({"device": "cuda", "threads": None, "size": size, **r})
             if args.model_batch:
                 step = model_step_seconds(dev, size, args.batch, steps=5)
@@ -215,9 +178,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     result = {
         "command": "python " + shlex.join(sys.argv if argv is None else ["benchmarks/data_throughput.py", *argv]),
-        "what": "crops/s of clean sampling (uint8 photo tensors on the device: crop, flip, rot90, contrast and "
-        "brightness) + degrade, "
-        "half rain half snow per batch",
+        "what": "crops/s of SyntheticBatches.batch: clean sampling (uint8 photo tensors on the device: crop, zoom, "
+        "flips, rot90, colour jitter) + degrade, half rain half snow per batch, 8-bit quantized",
         "mix": args.mix,
         "batch": args.batch,
         "machine": platform.platform(),
