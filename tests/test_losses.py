@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -139,3 +141,28 @@ def test_total_loss_weights_match_eq_19() -> None:
     assert torch.allclose(t["total"], expected)
     lit = total_loss(out, batch, LossConfig(contrast="literal"))
     assert not torch.allclose(lit["contra"], t["contra"])
+
+
+def test_contrast_through_the_shared_drm_cannot_be_met_with_identical_atoms() -> None:
+    """With one DRM row per channel shared by all atoms, identical atoms give every anchor two negatives as close
+    as itself, so supervised InfoNCE stays >= ln 3 however the DRM is trained; distinct atoms let it fall below."""
+    from smartassign.model import DRM
+
+    torch.manual_seed(0)
+    atom = torch.randn(2, 8, 16, 16)
+    distinct = {k: torch.randn(2, 8, 16, 16) + 3 * i for i, k in enumerate(("rk", "ck", "sk"))}
+
+    def trained_loss(atoms: dict[str, torch.Tensor]) -> float:
+        drm = DRM(pool=4, features=16)
+        opt = torch.optim.Adam(drm.parameters(), lr=1e-2)
+        for _ in range(150):
+            loss = contrast_infonce({k: drm(v) for k, v in atoms.items()})
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        with torch.no_grad():
+            return float(contrast_infonce({k: drm(v) for k, v in atoms.items()}))
+
+    same = trained_loss({"rk": atom, "ck": atom, "sk": atom})
+    assert same >= math.log(3) - 1e-4
+    assert trained_loss(distinct) < same - 0.3

@@ -17,7 +17,7 @@ from smartassign import __version__
 from smartassign.errors import SmartAssignError
 
 # Each module defines ``register(subparsers)`` that adds its parser and sets ``func``.
-COMMANDS = ("info", "data", "train", "evaluate", "restore", "export", "serve")
+COMMANDS = ("info", "data", "train", "evaluate", "bundle", "restore", "export", "serve")
 
 
 def commands() -> list[ModuleType]:

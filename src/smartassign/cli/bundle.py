@@ -1,0 +1,133 @@
+"""``smartassign bundle RUN``: score a run's weights on the held-out set and bundle them only if they are better.
+
+Always appends the run to the training ledger (docs/training_log.json and .md), bundled or not.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+from pathlib import Path
+
+from smartassign.checkpoint import BEST
+from smartassign.config import TASKS
+from smartassign.errors import ConfigError
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add the ``bundle`` subcommand."""
+    p = sub.add_parser("bundle", help="gate a training run's weights against the bundled ones; bundle if better")
+    p.add_argument("run", type=Path, nargs="?", help="training run folder (its best.safetensors: EMA weights when on)")
+    p.add_argument(
+        "--score-bundled", action="store_true",
+        help="only (re)score the bundled weights: write their gate and CI figures and the model card's tables",
+    )
+    p.add_argument("--weights", type=Path, help="score this weights file instead of RUN/best.safetensors")
+    p.add_argument("--ledger", type=Path, default=Path("docs/training_log.json"), help="the ledger to append to")
+    p.add_argument("--card", type=Path, default=Path("docs/MODEL_CARD.md"), help="model card whose scores to rewrite")
+    p.add_argument("--note", default="", help="free text for the ledger (how and where it ran)")
+    p.add_argument("--command", default="", help="the training command, for the ledger")
+    p.add_argument("--machine", default="", help="where it trained (default: this machine)")
+    p.add_argument("--dry-run", action="store_true", help="score and decide, change nothing")
+    p.add_argument("--device", default="cpu")
+    p.set_defaults(func=run)
+
+
+def scores_table(scores: dict) -> str:
+    """Markdown table of one weights file's gate scores."""
+    rows = [
+        "| task | images | PSNR-Y restored / input | gain | SSIM-Y restored / input | recognition |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for t in TASKS:
+        s = scores[t]
+        rows.append(
+            f"| {t} | {s['images']} | {s['restored']['psnr_y']:.2f} / {s['input']['psnr_y']:.2f} | "
+            f"**{s['gain_psnr_y']:+.2f} dB** | {s['restored']['ssim_y']:.4f} / {s['input']['ssim_y']:.4f} | "
+            f"{100 * (s['accuracy'] or 0):.1f} % |"
+        )
+    return "\n".join(rows)
+
+
+def rewrite_card(card: Path, scores: dict, ci: dict) -> None:
+    """Replace the text between the card's ``<!-- gate-scores -->`` markers with the new tables."""
+    from smartassign.checkpoint import atomic_write_text
+    from smartassign.gate import CI_SET, GATE_SET
+
+    if not card.is_file():
+        return
+    text = card.read_text()
+    block = (
+        "<!-- gate-scores:begin (written by `smartassign bundle`) -->\n"
+        f"Gate set: {GATE_SET.n} pairs per task, {GATE_SET.size}² crops of the held-out photographs, "
+        f"`{GATE_SET.mix}` degradations, seed {GATE_SET.seed}:\n\n{scores_table(scores)}\n\n"
+        f"CI set (`tests/test_quality.py`): {CI_SET.n} pairs per task, {CI_SET.size}² crops, seed {CI_SET.seed}:\n\n"
+        f"{scores_table(ci)}\n<!-- gate-scores:end -->"
+    )
+    pattern = re.compile(r"<!-- gate-scores:begin.*?<!-- gate-scores:end -->", re.S)
+    if not pattern.search(text):
+        raise ConfigError(f"{card}: no <!-- gate-scores:begin --> ... <!-- gate-scores:end --> markers")
+    atomic_write_text(card, pattern.sub(lambda _: block, text))
+
+
+def run(args: argparse.Namespace) -> int:
+    """Score, decide, record, and bundle when better."""
+    from smartassign import gate
+    from smartassign.checkpoint import atomic_write_text
+
+    if args.score_bundled:
+        current = gate.score_weights(gate.BUNDLED, gate.GATE_SET, args.device)
+        ci = gate.score_weights(gate.BUNDLED, gate.CI_SET, args.device)
+        record = {"sha256": gate.sha256(gate.BUNDLED), "gate": current, "ci": ci}
+        atomic_write_text(gate.SCORES, json.dumps(record, indent=1) + "\n")
+        rewrite_card(args.card, current, ci)
+        print(f"{scores_table(current)}\n\nCI set:\n{scores_table(ci)}\nwritten to {gate.SCORES} and {args.card}")
+        return 0
+    if args.run is None:
+        raise ConfigError("give a training run folder to bundle, or --score-bundled")
+    candidate = args.weights or args.run / BEST
+    if not candidate.is_file():
+        raise ConfigError(f"{candidate}: no weights to bundle (train first, or give --weights)")
+    record = gate.run_record(args.run)
+    current_sha = gate.sha256(gate.BUNDLED)
+    saved = json.loads(gate.SCORES.read_text()) if gate.SCORES.is_file() else {}
+    if saved.get("sha256") == current_sha and saved.get("gate", {}).get("set") == gate.GATE_SET.as_dict():
+        current = saved["gate"]
+    else:
+        print(f"scoring the bundled weights {gate.BUNDLED} on the gate set ...")
+        current = gate.score_weights(gate.BUNDLED, gate.GATE_SET, args.device)
+    print(f"scoring {candidate} on the gate set ...")
+    scores = gate.score_weights(candidate, gate.GATE_SET, args.device)
+    ok, why = gate.better(scores, current)
+    print(f"bundled ({current_sha[:10]}):\n{scores_table(current)}\n\ncandidate:\n{scores_table(scores)}\n")
+    print(("BETTER: " if ok else "NOT BETTER: ") + why)
+    if args.dry_run:
+        return 0 if ok else 1
+    entry = {
+        "date": gate.now(),
+        "machine": args.machine or gate.machine(),
+        "run": str(args.run),
+        "command": args.command,
+        "note": args.note,
+        "start_sha256": gate.sha256(init) if record["init_from"] and (init := Path(record["init_from"])).is_file()
+        else "",
+        "end_sha256": gate.sha256(candidate),
+        **{k: record[k] for k in ("steps", "crops_seen", "minutes", "preset", "crop")},
+        "scores": scores,
+        "bundled": ok,
+        "verdict": why,
+    }
+    if ok:
+        meta = {"ledger_entry": len(json.loads(args.ledger.read_text())) + 1 if args.ledger.is_file() else 1}
+        gate.write_bundle(candidate, gate.BUNDLED, meta)
+        ci = gate.score_weights(gate.BUNDLED, gate.CI_SET, args.device)
+        atomic_write_text(
+            gate.SCORES,
+            json.dumps({"sha256": gate.sha256(gate.BUNDLED), "gate": scores, "ci": ci}, indent=1) + "\n",
+        )
+        rewrite_card(args.card, scores, ci)
+        print(f"bundled -> {gate.BUNDLED}; scores -> {gate.SCORES}; model card {args.card} rewritten")
+    gate.append_ledger(args.ledger, entry)
+    print(f"ledger -> {args.ledger} and {args.ledger.with_suffix('.md')}")
+    return 0 if ok else 1
