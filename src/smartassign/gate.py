@@ -159,7 +159,7 @@ def ledger_markdown(entries: list[dict[str, Any]]) -> str:
         start = (e.get("start_sha256") or "scratch")[:10]
         lines.append(
             f"| {i} | {e['date']} | {e['machine']} | {e['minutes']} | {e['steps']} | {e['crops_seen']} | "
-            f"{start} → {e['end_sha256'][:10]} | {gain('rain')} | {gain('snow')} | {acc} | "
+            f"{start} → {(e['end_sha256'] or 'not kept')[:10]} | {gain('rain')} | {gain('snow')} | {acc} | "
             f"{'yes' if e['bundled'] else 'no: ' + e.get('verdict', '')} |"
         )
     lines += ["", "Commands, configs and notes per run are in the JSON.", ""]
