@@ -23,6 +23,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--config", required=True, help="YAML experiment, e.g. configs/synthetic_tiny.yaml")
     p.add_argument("--variant", choices=list(VARIANTS), help="ablation variant (overrides the file's)")
     p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in train.out_dir")
+    p.add_argument(
+        "--init", metavar="WEIGHTS",
+        help="warm start from this weights file (tensors that fit are copied); same as train.init_from=WEIGHTS. "
+        "configs/continue_small.yaml starts from the bundled weights",
+    )
     p.add_argument("--print-config", action="store_true", help="print the resolved configuration and exit")
     p.add_argument(
         "overrides", nargs="*", metavar="KEY=VALUE", help="e.g. train.lr=2e-4 data.crop=128 train.out_dir=runs/x"
@@ -32,7 +37,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Resolve the config, train, and (on rank 0) print where the results are."""
-    exp = load_experiment(args.config, args.overrides, args.variant)
+    overrides = [*args.overrides, f"train.init_from={args.init}"] if args.init else args.overrides
+    exp = load_experiment(args.config, overrides, args.variant)
     if args.print_config:
         print(yaml.safe_dump(experiment_to_dict(exp), sort_keys=False), end="")
         return 0
