@@ -1,0 +1,58 @@
+"""The bundle gate's decision, the ledger page and the model-card rewrite, on hand-made scores."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from smartassign import gate
+from smartassign.cli.bundle import rewrite_card
+from smartassign.errors import ConfigError
+
+
+def scores(rain: float, snow: float, acc: float = 1.0) -> dict:
+    def task(psnr: float) -> dict:
+        return {"images": 24, "restored": {"psnr_y": psnr, "ssim_y": 0.8}, "input": {"psnr_y": 20.0, "ssim_y": 0.7},
+                "gain_psnr_y": psnr - 20.0, "accuracy": acc}  # fmt: skip
+
+    return {"rain": task(rain), "snow": task(snow), "mean_psnr_y": (rain + snow) / 2, "accuracy": acc}
+
+
+@pytest.mark.parametrize(
+    ("candidate", "ok", "why"),
+    [
+        (scores(25.0, 24.0), True, "no task worse"),
+        (scores(26.0, 22.9), False, "worse on snow"),
+        (scores(24.0, 23.0), False, "is not above"),
+        (scores(25.0, 24.0, acc=0.9), False, "recognition"),
+        (scores(25.0, 24.0, acc=0.98), True, "no task worse"),
+    ],
+)
+def test_gate_ships_only_better_weights(candidate, ok, why):
+    decided, reason = gate.better(candidate, scores(24.0, 23.0))
+    assert decided is ok and why in reason
+
+
+def test_ledger_appends_and_renders(tmp_path):
+    ledger = tmp_path / "log.json"
+    entry = {"date": "2026-12-01", "machine": "cpu", "minutes": 3, "steps": 10, "crops_seen": 80,
+             "start_sha256": "a" * 64, "end_sha256": "b" * 64, "scores": scores(25.0, 24.0), "bundled": True}  # fmt: skip
+    gate.append_ledger(ledger, entry)
+    entries = gate.append_ledger(ledger, {**entry, "bundled": False, "verdict": "worse on rain"})
+    assert len(json.loads(ledger.read_text())) == len(entries) == 2
+    page = ledger.with_suffix(".md").read_text()
+    assert "| 1 | 2026-12-01 | cpu | 3 | 10 | 80 | aaaaaaaaaa → bbbbbbbbbb | +5.00 | +4.00 | 100.0 % | yes |" in page
+    assert "no: worse on rain" in page
+
+
+def test_card_scores_are_rewritten_between_markers_only(tmp_path):
+    card = tmp_path / "card.md"
+    card.write_text("# Card\nbefore\n<!-- gate-scores:begin -->\nold\n<!-- gate-scores:end -->\nafter\n")
+    rewrite_card(card, scores(25.0, 24.0), scores(26.0, 25.0))
+    text = card.read_text()
+    assert text.startswith("# Card\nbefore\n") and text.endswith("after\n") and "old" not in text
+    assert "**+5.00 dB**" in text and "**+6.00 dB**" in text
+    card.write_text("no markers")
+    with pytest.raises(ConfigError, match="markers"):
+        rewrite_card(card, scores(25.0, 24.0), scores(26.0, 25.0))
