@@ -37,7 +37,7 @@ def test_gate_ships_only_better_weights(candidate, ok, why):
 def test_ledger_appends_and_renders(tmp_path):
     ledger = tmp_path / "log.json"
     entry = {"date": "2026-12-01", "machine": "cpu", "minutes": 3, "steps": 10, "crops_seen": 80,
-             "start_sha256": "a" * 64, "end_sha256": "b" * 64, "scores": scores(25.0, 24.0), "bundled": True}  # fmt: skip
+             "start_sha256": "a" * 64, "end_sha256": "b" * 64, "scores": scores(25.0, 24.0), "bundled": True}
     gate.append_ledger(ledger, entry)
     entries = gate.append_ledger(ledger, {**entry, "bundled": False, "verdict": "worse on rain"})
     assert len(json.loads(ledger.read_text())) == len(entries) == 2
