@@ -176,28 +176,21 @@ class RestorationHead(nn.Module):
 
 
 class RecognitionHead(nn.Module):
-    """``FC(Pool(Conv_3(F_rk, F_sk)))`` of eq. 12: logits for (rain, snow).
-
-    Pool is the spatial mean and log standard deviation of each channel, standardised across the batch
-    (BatchNorm; running statistics at inference). Measured on an untrained network, the pooled features vary
-    between images by 0.1 % of their size (constant bias and border terms dominate), so a layer-normalised
-    head saw nearly the same vector for every image, learnt only its bias and swung between "all rain" and
-    "all snow"; standardising across images keeps what differs between them.
-    """
+    """``FC(Pool(Conv_3(F_rk, F_sk)))`` of eq. 12: logits for (rain, snow)."""
 
     def __init__(self, cin: int, channels: int) -> None:
         super().__init__()
         self.body = nn.Sequential(
             conv3(cin, channels), nn.GELU(), conv3(channels, channels), nn.GELU(), conv3(channels, channels)
         )
-        self.norm = nn.BatchNorm1d(2 * channels)
-        self.fc = nn.Linear(2 * channels, 2)
+        # Normalising the pooled vector keeps early logits small: with the MSE
+        # recognition loss a saturated softmax has no gradient to recover from.
+        self.norm = nn.LayerNorm(channels)
+        self.fc = nn.Linear(channels, 2)
 
     def forward(self, feats: torch.Tensor) -> torch.Tensor:
         """``(B, cin, H, W) -> (B, 2)``."""
-        y = self.body(feats).float()
-        std, mean = torch.std_mean(y, dim=(2, 3))
-        return self.fc(self.norm(torch.cat([mean, torch.log(std + 1e-4)], dim=1)))
+        return self.fc(self.norm(self.body(feats).mean(dim=(2, 3))))
 
 
 class DRM(nn.Module):
