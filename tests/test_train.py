@@ -386,7 +386,8 @@ def test_init_flag_sets_the_warm_start_and_a_missing_file_is_one_line(tmp_path, 
     assert main(["train", "--config", "configs/continue_small.yaml", "--init", "w.safetensors", "--print-config"]) == 0
     assert "init_from: w.safetensors" in capsys.readouterr().out
     missing = tmp_path / "nope.safetensors"
-    args = ["train", "--config", "configs/synthetic_tiny.yaml", "--init", str(missing), f"train.out_dir={tmp_path / 'r'}"]
+    out = f"train.out_dir={tmp_path / 'r'}"
+    args = ["train", "--config", "configs/synthetic_tiny.yaml", "--init", str(missing), out]
     assert main(args) != 0
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("smartassign: error:") and str(missing) in err[-1]
