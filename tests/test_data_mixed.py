@@ -53,7 +53,7 @@ def test_synthetic_sample_format_and_8bit_grid(photos):
     assert torch.allclose(levels, levels.round(), atol=1e-3)
     assert float((s["input"] - s["target"]).abs().mean()) > 0.002
     _, _, meta = ds.generate(2)
-    assert meta["task"] == "snow" and meta["params"]["layers"]
+    assert meta["task"] == "snow" and meta["params"]["task"] == "snow" and 0 <= meta["params"]["snow"]["amount"] <= 1
     with pytest.raises(IndexError):
         ds.generate(3)
 
