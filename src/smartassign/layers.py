@@ -3,6 +3,15 @@
 All modules take and return channels-first feature maps ``(B, C, H, W)``.
 Both attention kinds cost time linear in the number of pixels.
 
+Test-time local statistics (TLC, Chu et al., ECCV 2022): the channel gate and channel attention pool over their
+whole input, which in training is always a crop of one size. Given a ``local_window`` (in pixels of the map the
+module sees), an eval-mode module pools instead over the window of that size around each pixel, shifted to lie
+inside the map, so a large photo is gated and attended with the statistics of crop-sized regions, as in training,
+and a tile of it sees the statistics the whole photo does (but within half a window of the tile's inner edges).
+Windows are placed on a grid of cells of about a twelfth of the window, at least 4 pixels (the statistics move
+in steps of one cell), and span whole cells, at least the window; on a map no larger than the window they are
+the global pools exactly. Training mode always pools globally.
+
 Memory layout: every module accepts either layout, but the network feeds them
 ``channels_last`` maps (see ``SmartAssignNet.forward``). Then the channel
 LayerNorm and the attention token views below are free views instead of copies,
@@ -15,6 +24,69 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+CELLS_PER_WINDOW = 12  # local statistics move in steps of about 1/12 of the window ...
+MIN_CELL = 4  # ... of at least 4 pixels: attention keeps a (d, d) matrix per cell, d = 24 values per pixel
+
+
+def window_matrix(n: int, size: int, like: torch.Tensor) -> torch.Tensor:
+    """``(n, n)`` 0/1 matrix summing, for each of ``n`` cells, the window of ``size`` cells around it.
+
+    The window is shifted to lie inside (all cells if fewer). Built from ``arange``, without branching on ``n``,
+    so that one ONNX graph serves every size.
+    """
+    index = torch.arange(n, device=like.device)
+    start = torch.minimum((index - size // 2).clamp(min=0), (index[-1] + 1 - size).clamp(min=0))
+    inside = (index[None, :] >= start[:, None]) & (index[None, :] < start[:, None] + size)
+    return inside.to(like.dtype)
+
+
+def cell_side(window: int) -> int:
+    """Side in pixels of the cells that a local window of ``window`` pixels moves by."""
+    return min(window, max(MIN_CELL, round(window / CELLS_PER_WINDOW)))
+
+
+class CellWindows:
+    """An ``H x W`` map cut into square cells, each with the window of cells around it that TLC pools over.
+
+    Sizes use only non-negative integer arithmetic (ONNX divides integers toward zero, Python toward -inf).
+    """
+
+    def __init__(self, h: int, w: int, window: int, like: torch.Tensor) -> None:
+        self.cell = cell_side(window)
+        size = -(-window // self.cell)  # at least the window: a map no larger sees the global pools
+        self.h, self.w = h, w
+        self.rows, self.cols = (h + self.cell - 1) // self.cell, (w + self.cell - 1) // self.cell
+        self.row_windows = window_matrix(self.rows, size, like)
+        self.col_windows = window_matrix(self.cols, size, like)
+
+    def pad(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, C, H, W)`` zero-padded at bottom/right to whole cells (zeros add nothing to sums).
+
+        F.pad copies even when nothing is added; an export always pads, so that its graph serves every size.
+        """
+        if not torch.compiler.is_compiling() and self.h % self.cell == 0 and self.w % self.cell == 0:
+            return x
+        return F.pad(x, (0, self.cols * self.cell - self.w, 0, self.rows * self.cell - self.h))
+
+    def cell_sums(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, C, H, W) -> (B, C, rows, cols)``: sums over each cell's pixels."""
+        # Not divisor_override=1: the ONNX exporter drops it.
+        return F.avg_pool2d(self.pad(x), self.cell) * self.cell**2 if self.cell > 1 else x
+
+    def window_sums(self, cells: torch.Tensor, dim: int) -> torch.Tensor:
+        """Sums over each cell's window; the cell axes of ``cells`` are ``dim`` and ``dim + 1`` (any after them)."""
+        lead = cells.shape[:dim]
+        x = self.col_windows @ cells.reshape(*lead, self.rows, self.cols, -1)
+        return (self.row_windows @ x.reshape(*lead, self.rows, -1)).reshape(cells.shape)
+
+    def window_pixels(self, like: torch.Tensor) -> torch.Tensor:
+        """``(rows, cols)``: pixels in each cell's window."""
+        counts = []
+        for n, length in ((self.rows, self.h), (self.cols, self.w)):
+            start = self.cell * torch.arange(n, device=like.device)
+            counts.append((length - start).clamp(max=self.cell).to(like.dtype))
+        return (self.row_windows @ counts[0])[:, None] * (self.col_windows @ counts[1])
 
 
 class LayerNorm2d(nn.Module):
@@ -30,23 +102,34 @@ class LayerNorm2d(nn.Module):
 
 
 class ChannelGate(nn.Module):
-    """``x * SiLU(FC_2(AvgPool(x)))``: the gate of eqs. 9 and 11."""
+    """``x * SiLU(FC_2(AvgPool(x)))``: the gate of eqs. 9 and 11.
+
+    ``local_window`` (pixels of this module's map; None: global): the pool of test-time local statistics.
+    """
 
     def __init__(self, channels: int, reduction: int) -> None:
         super().__init__()
         hidden = max(channels // reduction, 4)
         self.fc = nn.Sequential(nn.Linear(channels, hidden), nn.GELU(), nn.Linear(hidden, channels))
+        self.local_window: int | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, C, H, W) -> (B, C, H, W)``."""
-        gate = F.silu(self.fc(x.mean(dim=(2, 3))))
-        return x * gate[:, :, None, None]
+        if self.training or self.local_window is None:
+            gate = F.silu(self.fc(x.mean(dim=(2, 3))))
+            return x * gate[:, :, None, None]
+        grid = CellWindows(*x.shape[-2:], self.local_window, x)
+        means = grid.window_sums(grid.cell_sums(x), 2) / grid.window_pixels(x)  # (B, C, rows, cols)
+        gate = F.silu(self.fc(means.permute(0, 2, 3, 1))).permute(0, 3, 1, 2)
+        return x * F.interpolate(gate, scale_factor=grid.cell, mode="nearest")[:, :, : grid.h, : grid.w]
 
 
 class ChannelAttention(nn.Module):
     """Multi-head "transposed" attention across channels (Restormer's MDTA).
 
-    The attention map is ``(C/h, C/h)`` per head, so cost is linear in pixels.
+    The attention map is ``(C/h, C/h)`` per head, so cost is linear in pixels. ``local_window`` (pixels of this
+    module's map; None: global): the ``q k^T`` statistics of test-time local statistics, one attention map per
+    cell from the window around it (TLC's local MDTA).
     """
 
     def __init__(self, channels: int, heads: int) -> None:
@@ -56,6 +139,7 @@ class ChannelAttention(nn.Module):
         self.qkv = nn.Conv2d(channels, channels * 3, 1)
         self.qkv_dw = nn.Conv2d(channels * 3, channels * 3, 3, padding=1, groups=channels * 3)
         self.proj = nn.Conv2d(channels, channels, 1)
+        self.local_window: int | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, C, H, W) -> (B, C, H, W)``.
@@ -65,6 +149,8 @@ class ChannelAttention(nn.Module):
         folded into the small ``(d, d)`` score matrix, ``q_n k_n^T = (q k^T) /
         (|q| |k|^T)``, instead of dividing the two big tensors (F.normalize).
         """
+        if not self.training and self.local_window is not None:
+            return self._local(x, self.local_window)
         b, c, h, w = x.shape
         d = c // self.heads
         tokens = self.qkv_dw(self.qkv(x)).permute(0, 2, 3, 1).reshape(b, h * w, 3, self.heads, d)
@@ -77,6 +163,28 @@ class ChannelAttention(nn.Module):
         out = v @ attn.softmax(dim=-1).transpose(-2, -1)  # (B, heads, HW, d)
         out = out.transpose(1, 2).reshape(b, h, w, c).permute(0, 3, 1, 2)
         return self.proj(out)
+
+    def _local(self, x: torch.Tensor, window: int) -> torch.Tensor:
+        """The forward with ``q k^T`` and the norms of q and k summed over each cell's local window.
+
+        The map is cut into cells ``(B, heads, rows, cols, cell^2, d)`` (zero padding adds nothing to sums);
+        per cell, the sums of ``q k^T``, ``|q|^2`` and ``|k|^2`` over its pixels, then over its window, make
+        one ``(d, d)`` attention map that mixes the channels of that cell's pixels.
+        """
+        b, c, h, w = x.shape
+        d = c // self.heads
+        grid = CellWindows(h, w, window, x)
+        cell, rows, cols = grid.cell, grid.rows, grid.cols
+        qkv = grid.pad(self.qkv_dw(self.qkv(x))).permute(0, 2, 3, 1)  # (B, rows * cell, cols * cell, 3C)
+        cells = qkv.reshape(b, rows, cell, cols, cell, 3, self.heads, d).permute(5, 0, 6, 1, 3, 2, 4, 7)
+        q, k, v = cells.reshape(3, b, self.heads, rows, cols, cell * cell, d).unbind(0)  # one copy, contiguous
+        gram = grid.window_sums(q.transpose(-2, -1) @ k, 2)  # (B, heads, rows, cols, d, d)
+        norms = grid.window_sums(torch.stack([q.square().sum(-2), k.square().sum(-2)]), 3).sqrt()
+        norms = norms.clamp_min(1e-12)  # (2, B, heads, rows, cols, d)
+        scale = self.temperature[:, None, None] / (norms[0, ..., :, None] * norms[1, ..., None, :])
+        out = v @ (gram * scale).softmax(dim=-1).transpose(-2, -1)  # (B, heads, rows, cols, cell^2, d)
+        out = out.reshape(b, self.heads, rows, cols, cell, cell, d).permute(0, 2, 4, 3, 5, 1, 6)
+        return self.proj(out.reshape(b, rows * cell, cols * cell, c)[:, :h, :w].permute(0, 3, 1, 2))
 
 
 class WindowAttention(nn.Module):
