@@ -1,9 +1,15 @@
 """Restorer: the inference wrapper around :class:`SmartAssignNet` for users' own images.
 
-It takes numpy arrays or Pillow images of any size, picks the task with the
-recognition head on a downscaled copy, restores the image tile by tile with
-cosine-weighted overlap blending (so memory is bounded by the tile, not the
-photo), clamps to [0, 1] and hands back the input's type, dtype and channels.
+It takes numpy arrays or Pillow images of any size and restores them tile by tile with cosine-weighted overlap
+blending (so memory is bounded by the tile, not the photo), in one pass: each tile's network pass gives both the
+recognition logits and the restorations of the tasks that can still be chosen. The task is the one with the
+larger mean recognition probability over the image (each tile weighted by the pixels it contributes); once the
+tiles left cannot change that, the other head is no longer computed. The result is clamped to [0, 1] and handed
+back in the input's type, dtype and channels.
+
+Test-time local statistics (TLC, on by default): the network's channel gates and channel attention pool over a
+window of the training crop's size (``tlc``, input pixels) instead of their whole input, so a photo larger than
+the crops the weights were trained on sees the statistics training saw, and the tiling barely changes the result.
 
 Accepted pixels: ``(H, W)`` or ``(H, W, C)`` with C = 1 (gray), 2 (gray +
 alpha), 3 (RGB) or 4 (RGBA); ``uint8``, ``uint16`` or floating point in
@@ -26,16 +32,20 @@ from typing import Any
 import numpy as np
 import torch
 from PIL import Image
+from torch import nn
 
-from smartassign.checkpoint import load_weights
+from smartassign.checkpoint import load_weights, read_sidecar
 from smartassign.config import TASKS
 from smartassign.errors import ConfigError, ImageError, WeightsError
 from smartassign.io import array_to_pil, pil_to_array
+from smartassign.layers import ChannelAttention, ChannelGate
 from smartassign.model import Output, SmartAssignNet
 
 ImageLike = np.ndarray | Image.Image
 # ITU-R BT.601 luma, the weights Pillow's convert("L") uses: restored gray comes back as luma.
 _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
+# The crop the bundled weights were trained on: the TLC window when the weights do not say theirs.
+TLC_WINDOW = 192
 
 
 @dataclass
@@ -44,7 +54,7 @@ class Restored:
 
     image: ImageLike
     task: str  # "rain" or "snow"
-    confidence: float | None  # recognition probability of ``task``; None when the caller chose the task
+    confidence: float | None  # mean recognition probability of ``task``; None when the caller chose the task
     seconds: float
 
 
@@ -72,6 +82,51 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     if resolved.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError("CUDA was requested but no GPU is available; use --device cpu")
     return resolved
+
+
+def trained_crop(path: str | Path) -> int:
+    """The training crop recorded in the sidecar of weights ``path`` (``experiment.data.crop``), else TLC_WINDOW."""
+    crop = read_sidecar(Path(path)).get("experiment", {}).get("data", {}).get("crop")
+    return crop if isinstance(crop, int) and not isinstance(crop, bool) and crop > 0 else TLC_WINDOW
+
+
+def set_local_statistics(model: SmartAssignNet, window: int | None) -> None:
+    """TLC: pool every channel gate and channel attention of ``model`` over ``window`` input pixels (None: globally).
+
+    Each module's window is ``window`` divided by the stride of the map it sees, which a forward pass on an
+    image of one padding multiple reveals. Only eval mode uses the windows.
+    """
+    modules = [m for m in model.modules() if isinstance(m, ChannelGate | ChannelAttention)]
+    side = model.cfg.pad_multiple
+    seen: dict[nn.Module, int] = {}
+
+    def record(module: nn.Module, args: tuple[torch.Tensor, ...]) -> None:
+        seen.setdefault(module, args[0].shape[-1])
+
+    hooks = [m.register_forward_pre_hook(record) for m in modules]
+    param = next(model.parameters())
+    try:
+        with torch.no_grad():
+            model(torch.zeros(1, 3, side, side, device=param.device, dtype=param.dtype))
+    finally:
+        for hook in hooks:
+            hook.remove()
+    for m in modules:
+        m.local_window = None if window is None else max(1, round(window * seen[m] / side))
+
+
+def tile_size(length: int, tile: int, overlap: int, multiple: int = 8) -> int:
+    """Side of the tiles along ``length``: as few tiles of at most ``tile`` as cover it, then as small as they can be.
+
+    ``n = ceil((length - overlap) / (tile - overlap))`` tiles, each ``ceil((length + (n - 1) overlap) / n)``
+    rounded up to ``multiple`` (the network pads to one) but never beyond ``tile`` or ``length``: a 1024 side in
+    512 tiles is 3 tiles of 368, not 3 of 512 (1104 pixels processed instead of 1536).
+    """
+    if length <= tile:
+        return length
+    n = math.ceil((length - overlap) / (tile - overlap))
+    size = math.ceil((length + (n - 1) * overlap) / n)
+    return min(-(-size // multiple) * multiple, tile, length)
 
 
 def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
@@ -135,7 +190,7 @@ def _merge(rgb: np.ndarray, gray: bool, alpha: np.ndarray | None, dtype: np.dtyp
 
 
 class Restorer:
-    """Restore photos with a trained network: task detection, tiling, dtype and layout handling."""
+    """Restore photos with a trained network: one pass per tile for the task and its restoration, TLC, layouts."""
 
     def __init__(
         self,
@@ -144,7 +199,7 @@ class Restorer:
         tile: int | None = 512,
         overlap: int = 32,
         dtype: torch.dtype | None = None,
-        detect_size: int = 512,
+        tlc: int | None = TLC_WINDOW,
     ) -> None:
         tile = tile or None  # 0 means: the whole image at once
         if overlap < 0 or (tile is not None and tile <= 2 * overlap):
@@ -157,28 +212,43 @@ class Restorer:
         self.memory_format = memory_format
         self.tile = tile
         self.overlap = overlap
-        self.detect_size = detect_size
+        self.tlc = tlc
 
     @classmethod
     def from_weights(cls, path: str | Path | None = None, device: str | torch.device = "auto", **kw: Any) -> Restorer:
-        """Load weights (``None``: the bundled ``small`` weights) and wrap them in a Restorer."""
-        return cls(load_weights(Path(path) if path is not None else bundled_weights("small")), device, **kw)
+        """Load weights (``None``: the bundled ``small`` weights); TLC by default over the crop they were trained on."""
+        path = Path(path) if path is not None else bundled_weights("small")
+        model = load_weights(path)
+        kw.setdefault("tlc", trained_crop(path))
+        return cls(model, device, **kw)
 
     @property
     def tasks(self) -> tuple[str, ...]:
         """The tasks this model restores."""
         return tuple(self.model.cfg.tasks)
 
+    @property
+    def tlc(self) -> int | None:
+        """Side in input pixels of the test-time local statistics window; None: global pools, as in training."""
+        return self._tlc
+
+    @tlc.setter
+    def tlc(self, window: int | None) -> None:
+        if window is not None and window < 1:
+            raise ConfigError(f"the TLC window must be at least 1 pixel, got {window}")
+        set_local_statistics(self.model, window)
+        self._tlc = window
+
     @torch.inference_mode()
-    def _forward(self, x: torch.Tensor) -> Output:
-        """Run the network on a ``(1, 3, h, w)`` float tensor under inference mode and autocast."""
+    def _forward(self, x: torch.Tensor, tasks: tuple[str, ...]) -> Output:
+        """Run the network for ``tasks`` on a ``(1, 3, h, w)`` float tensor under inference mode and autocast."""
         autocast = (
             torch.autocast(self.device.type, dtype=self.dtype)
             if self.dtype != torch.float32
             else contextlib.nullcontext()
         )
         with autocast:
-            return self.model(x.contiguous(memory_format=self.memory_format))
+            return self.model(x.contiguous(memory_format=self.memory_format), tasks=tasks)
 
     def _tensor(self, pixels: np.ndarray, scale: float) -> torch.Tensor:
         """``(h, w, 1 or 3)`` pixels -> ``(1, 3, h, w)`` float32 in [0, 1] on the device."""
@@ -186,63 +256,106 @@ class Restorer:
         x = x.permute(2, 0, 1)[None].float().div_(scale).clamp_(0, 1)
         return x.expand(-1, 3, -1, -1) if x.shape[1] == 1 else x
 
-    def detect(self, image: ImageLike) -> tuple[str, float]:
-        """The task (``"rain"`` or ``"snow"``) the recognition head sees in ``image``, and its probability."""
-        colour, _, scale = _split(pil_to_array(image) if isinstance(image, Image.Image) else image)
-        return self._detect(colour, scale)
+    def _candidates(self, task: str) -> tuple[str, ...]:
+        """The tasks ``task`` ("auto" or one of them) may end up as; :class:`ConfigError` if it cannot be chosen."""
+        if task == "auto":
+            if len(self.tasks) > 1 and self.model.recognizer is None:
+                raise ConfigError("this model has no recognition head; choose the task (rain or snow) yourself")
+            return self.tasks
+        if task not in self.tasks:
+            raise ConfigError(f"task {task!r} is not one of this model's tasks: auto, {', '.join(self.tasks)}")
+        return (task,)
 
-    def _detect(self, colour: np.ndarray, scale: float) -> tuple[str, float]:
-        """Detection on an area-downscaled copy whose longest side is at most ``detect_size``."""
-        if len(self.tasks) == 1:
-            return self.tasks[0], 1.0
-        if self.model.recognizer is None:
-            raise ConfigError("this model has no recognition head; choose the task (rain or snow) yourself")
+    def _tiles(self, h: int, w: int) -> list[tuple[slice, slice, np.ndarray, np.ndarray]]:
+        """Tiles of an ``h x w`` image: rows, columns and the blend weights along each, normalised so that all
+        tiles' weights ``wy[:, None] * wx[None, :]`` sum to 1 at every pixel."""
+        axes = []
+        for length in (h, w):
+            size = tile_size(length, self.tile or length, self.overlap, self.model.cfg.pad_multiple)
+            starts = tile_starts(length, size, self.overlap)
+            weights = [blend_weights(s, size, length, self.overlap) for s in starts]
+            total = np.zeros(length, dtype=np.float32)
+            for s, wt in zip(starts, weights, strict=True):
+                total[s : s + size] += wt
+            axes.append([(slice(s, s + size), wt / total[s : s + size]) for s, wt in zip(starts, weights, strict=True)])
+        return [(rows, cols, wy, wx) for rows, wy in axes[0] for cols, wx in axes[1]]
+
+    def _run(
+        self, colour: np.ndarray, scale: float, candidates: tuple[str, ...], restore: bool
+    ) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
+        """One pass over the tiles of ``(H, W, 1 or 3)`` pixels: ``(H, W, 3)`` float32 restorations in [0, 1] of the
+        candidates still able to win (none when ``restore`` is False), and the ``(2,)`` mean recognition
+        probabilities over the image (None with one candidate).
+
+        Each tile's probabilities count by its share of the image, the sum of its blend weights (all shares sum
+        to ``H * W``). A candidate is dropped once it cannot win even if every tile left voted for it; the margin
+        keeps rounding from dropping the winner (ties go to rain, as argmax does).
+        """
         h, w = colour.shape[:2]
-        k = math.ceil(max(h, w) / self.detect_size)
-        if k > 1:  # a box filter by an integer factor: cheap, alias-free, and no float copy of the full image
-            ky, kx = min(k, h), min(k, w)
-            h, w = h // ky * ky, w // kx * kx
-            colour = colour[:h, :w].reshape(h // ky, ky, w // kx, kx, -1).mean(axis=(1, 3), dtype=np.float32)
-        probs = self._forward(self._tensor(colour, scale)).logits.float().softmax(-1)[0]
+        recognise = len(candidates) > 1
+        out = {t: np.zeros((h, w, 3), dtype=np.float32) for t in candidates} if restore else {}
+        tiles = self._tiles(h, w)
+        shares = np.array([float(wy.sum()) * float(wx.sum()) for *_, wy, wx in tiles])
+        left = np.concatenate([np.cumsum(shares[::-1])[::-1][1:], [0.0]])  # shares of the tiles after each
+        margin = 1e-6 * shares.sum()
+        votes = np.zeros(2)  # sums of share x probability of (rain, snow), the logits' order (TASKS)
+        for (rows, cols, wy, wx), share, rest in zip(tiles, shares, left, strict=True):
+            wanted = (*out, "recognition") if recognise else tuple(out)
+            result = self._forward(self._tensor(colour[rows, cols], scale), wanted)
+            for t, acc in out.items():
+                pred = result.restored(t)[0].float().clamp(0, 1).permute(1, 2, 0).cpu().numpy()
+                acc[rows, cols] += pred * wy[:, None, None] * wx[None, :, None]
+            if recognise:
+                votes += share * result.logits[0].float().softmax(-1).cpu().numpy()
+                rain, snow = votes
+                lost = {"rain": rain + rest < snow - margin, "snow": snow + rest < rain - margin}
+                out = {t: acc for t, acc in out.items() if not lost[t]}
+        for acc in out.values():
+            np.clip(acc, 0.0, 1.0, out=acc)
+        return out, (votes / votes.sum() if recognise else None)
+
+    def detect(self, image: ImageLike) -> tuple[str, float]:
+        """The task (``"rain"`` or ``"snow"``) the recognition head sees in ``image``, and its mean probability.
+
+        The same tiles as :meth:`restore`, each weighted by the pixels it contributes; a recognition-only pass.
+        """
+        colour, _, scale = _split(pil_to_array(image) if isinstance(image, Image.Image) else image)
+        candidates = self._candidates("auto")
+        if len(candidates) == 1:
+            return candidates[0], 1.0
+        probs = self._run(colour, scale, candidates, restore=False)[1]
+        assert probs is not None
         index = int(probs.argmax())
         return TASKS[index], float(probs[index])
-
-    def _restore_tiled(self, colour: np.ndarray, scale: float, task: str) -> np.ndarray:
-        """``(H, W, 1 or 3)`` pixels -> ``(H, W, 3)`` float32 in [0, 1], restored tile by tile and blended."""
-        h, w = colour.shape[:2]
-        tile = self.tile or max(h, w)
-        out = np.zeros((h, w, 3), dtype=np.float32)
-        weight = np.zeros((h, w, 1), dtype=np.float32)
-        for y in tile_starts(h, tile, self.overlap):
-            th = min(tile, h)
-            wy = blend_weights(y, th, h, self.overlap)
-            for x in tile_starts(w, tile, self.overlap):
-                tw = min(tile, w)
-                restored = self._forward(self._tensor(colour[y : y + th, x : x + tw], scale)).restored(task)
-                pred = restored[0].float().clamp(0, 1).permute(1, 2, 0).cpu().numpy()
-                wxy = wy[:, None, None] * blend_weights(x, tw, w, self.overlap)[None, :, None]
-                out[y : y + th, x : x + tw] += pred * wxy
-                weight[y : y + th, x : x + tw] += wxy
-        out /= weight
-        return np.clip(out, 0.0, 1.0, out=out)
 
     def restore(self, image: ImageLike, task: str = "auto") -> Restored:
         """Restore ``image`` (numpy ``(H, W[, C])`` or PIL) for ``task`` (``auto``, ``rain`` or ``snow``)."""
         start = time.perf_counter()
         pixels = pil_to_array(image) if isinstance(image, Image.Image) else image
         colour, alpha, scale = _split(pixels)
-        if task == "auto":
-            task, confidence = self._detect(colour, scale)
-        elif task in self.tasks:
-            confidence = None
+        candidates = self._candidates(task)
+        restorations, probs = self._run(colour, scale, candidates, restore=True)
+        if probs is None:
+            chosen, confidence = candidates[0], (1.0 if task == "auto" else None)
         else:
-            raise ConfigError(f"task {task!r} is not one of this model's tasks: auto, {', '.join(self.tasks)}")
-        rgb = self._restore_tiled(colour, scale, task)
-        out = _merge(rgb, colour.shape[2] == 1, alpha, pixels.dtype, scale)
+            index = int(probs.argmax())
+            chosen, confidence = TASKS[index], float(probs[index])
+        out = _merge(restorations[chosen], colour.shape[2] == 1, alpha, pixels.dtype, scale)
         if pixels.ndim == 2:
             out = out[..., 0]
         result = array_to_pil(out) if isinstance(image, Image.Image) else out
-        return Restored(result, task, confidence, time.perf_counter() - start)
+        return Restored(result, chosen, confidence, time.perf_counter() - start)
 
 
-__all__ = ["Restored", "Restorer", "blend_weights", "bundled_weights", "resolve_device", "tile_starts"]
+__all__ = [
+    "TLC_WINDOW",
+    "Restored",
+    "Restorer",
+    "blend_weights",
+    "bundled_weights",
+    "resolve_device",
+    "set_local_statistics",
+    "tile_size",
+    "tile_starts",
+    "trained_crop",
+]

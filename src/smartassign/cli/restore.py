@@ -45,6 +45,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
     p.add_argument("--tile", type=int, default=512, help="tile side in pixels; 0 restores the whole image at once")
     p.add_argument("--overlap", type=int, default=32, help="pixels shared by neighbouring tiles, blended")
+    p.add_argument(
+        "--no-tlc", action="store_true", help="pool statistics over each whole tile, not a training-crop window"
+    )
+    p.add_argument("--threads", type=int, help="CPU threads for the network (default: one per core)")
     p.add_argument("--side-by-side", action="store_true", help="also write NAME_compare.EXT: input | restored")
     p.add_argument("--suffix", default="", help="appended to each output's stem, e.g. _restored")
     p.add_argument("--format", choices=sorted(FORMATS), help="output format (default: the input's)")
@@ -261,6 +265,15 @@ def describe(outcome: Outcome) -> str:
     return f"smartassign: {outcome.error}"
 
 
+def set_threads(threads: int | None) -> None:
+    """``--threads``: the number of CPU threads torch computes with (None: leave torch's default)."""
+    if threads is None:
+        return
+    if threads < 1:
+        raise ConfigError(f"--threads must be at least 1, got {threads}")
+    torch.set_num_threads(threads)
+
+
 def run(args: argparse.Namespace) -> int:
     """Restore every input, one line each; exit 1 if any failed."""
     if args.max_megapixels <= 0:
@@ -279,7 +292,9 @@ def run(args: argparse.Namespace) -> int:
     inputs = [f for f, _ in found]
     if args.report is not None and any(_same_file(args.report, i) for i in inputs):
         raise ConfigError(f"--report {args.report} is one of the inputs; choose another path")
-    restorer = Restorer.from_weights(args.weights, device=args.device, tile=args.tile, overlap=args.overlap)
+    set_threads(args.threads)
+    tlc = {"tlc": None} if args.no_tlc else {}
+    restorer = Restorer.from_weights(args.weights, device=args.device, tile=args.tile, overlap=args.overlap, **tlc)
     for outcome in outcomes:
         print(describe(outcome), file=sys.stderr)
     if earlier:

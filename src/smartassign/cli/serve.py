@@ -8,6 +8,7 @@ import logging
 from pathlib import Path
 
 from smartassign import web
+from smartassign.cli.restore import set_threads
 from smartassign.errors import ConfigError
 from smartassign.restore import Restorer
 
@@ -25,6 +26,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-pixels", type=int, default=web.MAX_PIXELS, help="largest image in pixels (413 above)")
     p.add_argument("--max-concurrent", type=int, default=web.MAX_CONCURRENT, help="images restored at once")
     p.add_argument("--queue-size", type=int, default=web.QUEUE_SIZE, help="requests that may wait (503 beyond)")
+    p.add_argument("--threads", type=int, help="CPU threads per restoration (default: one per core)")
     p.set_defaults(func=run)
 
 
@@ -41,6 +43,7 @@ def run(args: argparse.Namespace) -> int:
         from smartassign.web.app import create_app
     except ImportError as exc:
         raise ConfigError(f"serve needs {exc.name}; install it with: pip install 'smartassign[serve]'") from None
+    set_threads(args.threads)
     restorer = Restorer.from_weights(args.weights, device=args.device)
     app = create_app(
         restorer,
