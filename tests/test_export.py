@@ -1,4 +1,5 @@
-"""ONNX export through the CLI: onnxruntime matches PyTorch at several sizes, including ones needing padding."""
+"""ONNX export through the CLI: onnxruntime matches PyTorch at several sizes, including ones needing padding
+and one large enough for the test-time local statistics to pool locally."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from smartassign.checkpoint import save_weights
 from smartassign.cli import main
 from smartassign.errors import ConfigError
 from smartassign.export import ExportGraph, export_onnx, output_names
+from smartassign.restore import TLC_WINDOW
 
 ort = pytest.importorskip("onnxruntime", reason="the 'onnx' extra is not installed")
 pytest.importorskip("onnxscript", reason="the 'onnx' extra is not installed")
@@ -35,9 +37,11 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> tuple[SmartAssignNet, 
     return net.eval(), folder / "net.onnx"
 
 
-@pytest.mark.parametrize("size", [(37, 53), (64, 48), (5, 130)])
+# The graph has TLC over 192 pixels (the default): below that the windows are the whole image; the last size
+# has windows of 192 (16 cells of 16) at full scale and 96 at half scale.
+@pytest.mark.parametrize("size", [(37, 53), (64, 48), (5, 130), (250, 301)])
 def test_onnxruntime_matches_pytorch(exported: tuple[SmartAssignNet, Path], size: tuple[int, int]) -> None:
-    net, path = exported
+    net, path = exported  # export_onnx left the TLC windows on net, so ExportGraph computes what the graph does
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     assert [o.name for o in session.get_outputs()] == ["derain", "desnow", "logits"]
     image = torch.rand(1, 3, *size, generator=torch.Generator().manual_seed(1))
@@ -55,6 +59,7 @@ def test_metadata_describes_the_model(exported: tuple[SmartAssignNet, Path]) -> 
     meta = session.get_modelmeta().custom_metadata_map
     assert json.loads(meta["smartassign.config"])["depths"] == [1, 1]
     assert meta["smartassign.outputs"] == "derain,desnow,logits"
+    assert json.loads(meta["smartassign.tlc"]) == TLC_WINDOW
 
 
 def test_output_names_follow_the_heads() -> None:
