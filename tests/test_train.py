@@ -256,6 +256,8 @@ def test_evaluate_scores_whole_odd_sized_images_by_their_own_targets() -> None:
         assert s == score(ds[i]["input"], ds[i]["target"])
     assert ev.examples[0][1].shape == (37, 29, 3)
     assert ev.detected == ["snow"] * 3 and ev.accuracy == 1.0
+    # "auto" picks the recognised head, here always the true one: what a user gets is what the true head gives.
+    assert ev.automatic == ev.restored and ev.summary()["automatic"] == ev.summary()["restored"]
 
     class SecondIsRain(Odd):
         def __getitem__(self, index: int) -> dict:

@@ -31,7 +31,6 @@ BUNDLED = WEIGHTS_DIR / "small.safetensors"
 SCORES = WEIGHTS_DIR / "small.scores.json"
 CI_MARGIN_DB = 0.3  # PSNR-Y gain the bundled weights may lose on the CI set before the quality test fails
 CI_MARGIN_ACC = 0.125  # recognition accuracy likewise (one image of eight per task)
-RECOGNITION_SLACK = 1 / 48  # the gate forgives one image of the 48 in recognition
 
 
 @dataclass(frozen=True)
@@ -60,14 +59,16 @@ def sha256(path: Path) -> str:
 def score_weights(weights: Path, which: HeldoutSet, device: str = "cpu") -> dict[str, Any]:
     """Scores of ``weights`` on ``which``: per task PSNR/SSIM of restored and input, gain, recognition accuracy."""
     from smartassign.data import SyntheticPairs, clean_photos
+    from smartassign.restore import trained_crop
     from smartassign.train import evaluate
 
     model = load_weights(Path(weights), device=device)
+    tlc = trained_crop(Path(weights))  # as a user restores with these weights
     photos = clean_photos("heldout")
-    out: dict[str, Any] = {"set": which.as_dict()}
+    out: dict[str, Any] = {"set": which.as_dict(), "tlc": tlc}
     for task in TASKS:
         ds = SyntheticPairs(photos, task, crop=which.size, length=which.n, seed=which.seed, degradation=which.mix)
-        ev = evaluate(model, ds, task, device=device, tile=None)
+        ev = evaluate(model, ds, task, device=device, tile=None, tlc=tlc)
         out[task] = {
             **ev.summary(),
             "gain_psnr_y": ev.mean.psnr_y - ev.input_mean.psnr_y,
@@ -78,16 +79,18 @@ def score_weights(weights: Path, which: HeldoutSet, device: str = "cpu") -> dict
 
 
 def better(candidate: dict[str, Any], current: dict[str, Any]) -> tuple[bool, str]:
-    """The gate: every task at least as good in PSNR-Y, recognition no worse (less ``RECOGNITION_SLACK``: a user
-    gets the head the recognition picks), and the mean PSNR-Y better; returns the decision and why."""
-    worse = [t for t in TASKS if candidate[t]["restored"]["psnr_y"] < current[t]["restored"]["psnr_y"]]
-    if worse:
-        diffs = ", ".join(
-            f"{t} {candidate[t]['restored']['psnr_y']:.2f} < {current[t]['restored']['psnr_y']:.2f} dB" for t in worse
-        )
-        return False, f"worse on {diffs}"
-    if candidate["accuracy"] < current["accuracy"] - RECOGNITION_SLACK:
-        return False, f"recognition {100 * candidate['accuracy']:.1f} % < {100 * current['accuracy']:.1f} %"
+    """The gate: every task at least as good in PSNR-Y, both with its own head and with the head its recognition
+    picks (``automatic``: what a user gets from ``--task auto``), and the mean PSNR-Y better; returns the decision
+    and why. Recognition accuracy itself is reported, not gated: on 24 images per task its standard error is
+    about 7 points, and a candidate whose recognition slips only ships if users still get better pictures."""
+    for kind, what in (("restored", ""), ("automatic", " with the recognised head")):
+        have = [t for t in TASKS if (candidate[t].get(kind) or None) and (current[t].get(kind) or None)]
+        worse = [t for t in have if candidate[t][kind]["psnr_y"] < current[t][kind]["psnr_y"]]
+        if worse:
+            diffs = ", ".join(
+                f"{t} {candidate[t][kind]['psnr_y']:.2f} < {current[t][kind]['psnr_y']:.2f} dB" for t in worse
+            )
+            return False, f"worse{what} on {diffs}"
     if candidate["mean_psnr_y"] <= current["mean_psnr_y"]:
         return False, f"mean PSNR-Y {candidate['mean_psnr_y']:.2f} dB is not above {current['mean_psnr_y']:.2f} dB"
     return True, f"mean PSNR-Y {current['mean_psnr_y']:.2f} -> {candidate['mean_psnr_y']:.2f} dB, no task worse"

@@ -60,7 +60,7 @@ from smartassign.errors import ConfigError, DataError, TrainingError
 from smartassign.losses import total_loss
 from smartassign.metrics import Scores, mean_scores, score, to_uint8
 from smartassign.model import SmartAssignNet, count_parameters
-from smartassign.restore import Restorer, resolve_device
+from smartassign.restore import TLC_WINDOW, Restorer, resolve_device
 
 log = logging.getLogger(__name__)
 LABEL = {task: i for i, task in enumerate(TASKS)}
@@ -312,6 +312,7 @@ class Evaluation:
     inputs: list[Scores] = field(default_factory=list)
     labels: list[str] = field(default_factory=list)  # each image's true task
     detected: list[str | None] = field(default_factory=list)  # the recognition head's task, None without one
+    automatic: list[Scores] = field(default_factory=list)  # restored with task "auto" (the head recognised), if any
     examples: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = field(default_factory=list)  # uint8 in/out/target
 
     @property
@@ -331,12 +332,19 @@ class Evaluation:
             return None
         return sum(d == t for d, t in zip(self.detected, self.labels, strict=True)) / len(self.detected)
 
+    @property
+    def automatic_mean(self) -> Scores | None:
+        """Mean scores of the restorations a user gets with ``task="auto"``; None without a recognition head."""
+        return mean_scores(self.automatic) if self.automatic else None
+
     def summary(self) -> dict[str, Any]:
-        """JSON-able means: restored and input scores, accuracy, image count."""
+        """JSON-able means: restored (true task's head), automatic (recognised head) and input scores, accuracy."""
+        auto = self.automatic_mean
         return {
             "task": self.task,
             "images": len(self.names),
             "restored": self.mean.as_dict(),
+            "automatic": None if auto is None else auto.as_dict(),
             "input": self.input_mean.as_dict(),
             "accuracy": self.accuracy,
         }
@@ -358,14 +366,16 @@ def evaluate(
     overlap: int = 32,
     keep: int = 0,
     progress: bool = False,
+    tlc: int | None = TLC_WINDOW,
 ) -> Evaluation:
     """Score ``model`` on every pair of ``dataset`` (sample dicts, any image size) with the tiled inference path.
 
     Each image is restored by the head of ``task`` (default: the task of the dataset's labels), quantized to
     8 bits and scored against its own target (pairs come from the dataset, matched by file name). The first
-    ``keep`` images are kept as uint8 (input, restored, target) for sample grids. Leaves ``model`` in eval mode.
+    ``keep`` images are kept as uint8 (input, restored, target) for sample grids. ``tlc``: the test-time local
+    statistics window, as :class:`Restorer` takes it. Leaves ``model`` in eval mode.
     """
-    restorer = Restorer(model, device=device, tile=tile, overlap=overlap)
+    restorer = Restorer(model, device=device, tile=tile, overlap=overlap, tlc=tlc)
     n = len(dataset)  # type: ignore[arg-type]
     if n == 0:
         raise DataError("nothing to evaluate: the dataset is empty")
@@ -380,7 +390,12 @@ def evaluate(
         result.restored.append(score(restored, sample["target"]))
         result.inputs.append(score(degraded, sample["target"]))
         result.labels.append(label_task)
-        result.detected.append(restorer.detect(degraded)[0] if model.recognizer is not None else None)
+        if model.recognizer is not None:  # what a user gets: the one pass picks the head it recognises
+            auto = restorer.restore(degraded, "auto")
+            result.detected.append(auto.task)
+            result.automatic.append(score(auto.image, sample["target"]))
+        else:
+            result.detected.append(None)
         if len(result.examples) < keep:
             result.examples.append((to_uint8(degraded), to_uint8(restored), to_uint8(sample["target"])))
     assert result is not None

@@ -37,15 +37,18 @@ def register(sub: argparse._SubParsersAction) -> None:
 def scores_table(scores: dict) -> str:
     """Markdown table of one weights file's gate scores."""
     rows = [
-        "| task | images | PSNR-Y restored / input | gain | SSIM-Y restored / input | recognition |",
-        "|---|---:|---:|---:|---:|---:|",
+        "| task | images | PSNR-Y restored / input | gain | gain, head recognised (`--task auto`) "
+        "| SSIM-Y restored / input | recognition |",
+        "|---|---:|---:|---:|---:|---:|---:|",
     ]
     for t in TASKS:
         s = scores[t]
+        auto = s.get("automatic")
+        auto_gain = "—" if not auto else f"{auto['psnr_y'] - s['input']['psnr_y']:+.2f} dB"
         rows.append(
             f"| {t} | {s['images']} | {s['restored']['psnr_y']:.2f} / {s['input']['psnr_y']:.2f} | "
-            f"**{s['gain_psnr_y']:+.2f} dB** | {s['restored']['ssim_y']:.4f} / {s['input']['ssim_y']:.4f} | "
-            f"{100 * (s['accuracy'] or 0):.1f} % |"
+            f"**{s['gain_psnr_y']:+.2f} dB** | {auto_gain} | {s['restored']['ssim_y']:.4f} / "
+            f"{s['input']['ssim_y']:.4f} | {100 * (s['accuracy'] or 0):.1f} % |"
         )
     return "\n".join(rows)
 

@@ -20,7 +20,7 @@ from smartassign.checkpoint import atomic_write_text, load_weights
 from smartassign.config import TASKS
 from smartassign.data import LAYOUTS, PairedDataset
 from smartassign.errors import ConfigError, DataError
-from smartassign.restore import bundled_weights
+from smartassign.restore import bundled_weights, trained_crop
 from smartassign.train import Evaluation, evaluate
 
 # The task each public layout's degradation belongs to; "generic" folders need --task (or rain/ and snow/).
@@ -124,7 +124,7 @@ def run(args: argparse.Namespace) -> int:
         if args.limit:
             ds = Subset(ds, range(min(args.limit, len(ds))))  # type: ignore[arg-type]
         results[task] = evaluate(model, ds, task, args.device, tile=args.tile or None, overlap=args.overlap,
-                                 progress=sys.stderr.isatty())  # fmt: skip
+                                 progress=sys.stderr.isatty(), tlc=trained_crop(weights))  # fmt: skip
     name = args.data.resolve().name
     table = markdown(results, name)
     if skipped:
