@@ -95,7 +95,11 @@ def run(args: argparse.Namespace) -> int:
     record = gate.run_record(args.run)
     current_sha = gate.sha256(gate.BUNDLED)
     saved = json.loads(gate.SCORES.read_text()) if gate.SCORES.is_file() else {}
-    if saved.get("sha256") == current_sha and saved.get("gate", {}).get("set") == gate.GATE_SET.as_dict():
+    kept = saved.get("gate", {})
+    if saved.get("sha256") == current_sha and (kept.get("set"), kept.get("scoring")) == (
+        gate.GATE_SET.as_dict(),
+        gate.SCORING,
+    ):
         current = saved["gate"]
     else:
         print(f"scoring the bundled weights {gate.BUNDLED} on the gate set ...")
