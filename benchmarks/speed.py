@@ -10,11 +10,18 @@ all of them alike: the ratios against Restormer are the headline, absolute
 seconds are not. CPU numbers use ``--threads`` threads (default 2).
 
 Reported: parameters, GFLOPs at 256² (torch's FlopCounterMode, 2 x MACs),
-median CPU latency and megapixels/s per size, whole image and via the
-:class:`~smartassign.restore.Restorer` tiling, peak RSS, achieved GFLOP/s as a
+median CPU latency and megapixels/s per size, peak RSS, achieved GFLOP/s as a
 fraction of a large matmul's, training images/s (256², batch 4) and, with a
 GPU, CUDA latency (bf16 autocast, channels_last) and training with
 torch.compile on and off. Writes JSON (``--out``) and prints Markdown tables.
+
+CPU modes: ``whole`` is one bare forward (every output, global pools: what
+training computes); ``whole-tlc`` the same with test-time local statistics;
+``tiledN`` the :class:`~smartassign.restore.Restorer` with tiles of N for a
+given task (one head); ``e2eN`` end to end as ``smartassign restore`` runs it:
+a uint8 image, ``task="auto"``, recognition and restoration in one pass per
+tile, TLC on. Random weights recognise nothing, so the decision stays open to
+the last tile and both heads run everywhere: the one pass's worst case.
 """
 
 from __future__ import annotations
@@ -95,24 +102,33 @@ class Worker:
         return {"params": count_parameters(self.model), "gflops_256": count_flops(self.model, 256) / 1e9}
 
     def cpu(self, size: int, mode: str, warmup: bool) -> dict[str, Any]:
-        """One timed restoration of a ``size``² image: ``whole`` (one forward) or ``tiledN`` (Restorer, tile N)."""
-        if mode == "whole":
+        """One timed restoration of a ``size``² image in ``mode`` (``whole``, ``whole-tlc``, ``tiledN``, ``e2eN``)."""
+        import numpy as np
+
+        from smartassign.restore import TLC_WINDOW, Restorer, set_local_statistics
+
+        if mode in ("whole", "whole-tlc"):
             x = torch.rand(1, 3, size, size)
+            if not self.is_restormer:  # a Restorer of an earlier run left its windows on the model
+                set_local_statistics(self.model, TLC_WINDOW if mode == "whole-tlc" else None)
 
             def run() -> None:
                 with torch.inference_mode():
                     self.model(x)
 
         else:
-            import numpy as np
-
-            from smartassign.restore import Restorer
-
-            restorer = Restorer(self.model, device="cpu", tile=int(mode.removeprefix("tiled")))
-            image = np.random.default_rng(0).random((size, size, 3), dtype=np.float32)
+            e2e = mode.startswith("e2e")
+            restorer = Restorer(self.model, device="cpu", tile=int(mode.removeprefix("e2e" if e2e else "tiled")))
+            rng = np.random.default_rng(0)
+            image = (
+                rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
+                if e2e
+                else rng.random((size, size, 3), dtype=np.float32)
+            )
+            task = "auto" if e2e else "rain"
 
             def run() -> None:
-                restorer.restore(image, task="rain")
+                restorer.restore(image, task=task)
 
         if warmup:
             run()
@@ -276,7 +292,9 @@ def cpu_grid(clients: dict[str, Client], args: argparse.Namespace) -> list[dict[
     runs = []
     for size in args.sizes:
         jobs = [(n, "whole") for n in clients if size <= args.whole_max]
+        jobs += [(n, "whole-tlc") for n in clients if n in args.tlc and size <= args.whole_max]
         jobs += [(n, f"tiled{t}") for n in clients if n in args.tiled and n != RESTORMER for t in args.tile]
+        jobs += [(n, f"e2e{t}") for n in clients if n in args.e2e and n != RESTORMER for t in args.tile]
         repeats = args.repeats or DEFAULT_REPEATS.get(size, 1)
         warmed: set[tuple[str, str]] = set()
         for rep in range(repeats):
@@ -447,6 +465,22 @@ def headline(results: dict[str, Any]) -> list[str]:
     for mode, cells in cpu.get(name, {}).items():
         rss = ", ".join(f"{s}²: {c['peak_rss_mib']:.0f} MiB" for s, c in cells.items())
         out.append(f"Peak RSS of `{name}` {mode}: {rss}.")
+    modes = cpu.get(name, {})
+    for mode in (m for m in modes if m.startswith("e2e")):
+        for size, cell in modes[mode].items():
+            bare = modes.get("whole", {}).get(size)
+            if bare:
+                ratio = cell["median_s"] / bare["median_s"]
+                out.append(
+                    f"One pass (`{name}` {mode} at {size}² <= 1.15x one bare forward): {ratio:.2f}x, "
+                    f"{'met' if ratio <= 1.15 else 'NOT met'}."
+                )
+            if "speedup_vs_restormer" in cell:
+                r = cell["speedup_vs_restormer"]
+                out.append(
+                    f"End to end (`{name}` {mode} at {size}² >= 15x faster than Restormer): {r:.1f}x, "
+                    f"{'met' if r >= 15 else 'NOT met'}."
+                )
     return out
 
 
@@ -458,6 +492,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sizes", nargs="+", type=int, default=None, help="CPU image sides (default 256 512 1024)")
     p.add_argument("--whole-max", type=int, default=1024, help="largest side run as one whole image on CPU")
     p.add_argument("--tiled", nargs="*", default=["small"], help="models also timed through the Restorer tiling")
+    p.add_argument("--e2e", nargs="*", default=["small"], help="models also timed end to end (detect + restore)")
+    p.add_argument("--tlc", nargs="*", default=["small"], help="models also timed as one forward with TLC")
     p.add_argument("--tile", nargs="+", type=int, default=[512], help="Restorer tile sides to time (overlap 32)")
     p.add_argument("--repeats", type=int, default=None, help="CPU repeats per size (default 3, 2, then 1)")
     p.add_argument("--threads", type=int, default=2)
@@ -477,6 +513,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         args.repeats = args.repeats or 2
         args.tiled = [] if args.tiled == ["small"] else args.tiled
+        args.e2e = [] if args.e2e == ["small"] else args.e2e
+        args.tlc = [] if args.tlc == ["small"] else args.tlc
     train_steps = args.train_steps or (1 if args.quick else 3)
 
     torch.set_num_threads(args.threads)
