@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml
 
 # Restore the bundled sample photos with the bundled weights; before|after images in outputs/demo.
 demo: $(STAMP)
-	$(VENV)/bin/smartassign restore samples/ -o outputs/demo --side-by-side --report outputs/demo/report.json --overwrite
+	$(VENV)/bin/smartassign restore samples/ -o outputs/demo --side-by-side --reference samples/clean --report outputs/demo/report.json --overwrite
 	@echo "Restored images and side-by-side comparisons are in outputs/demo/"
 
 test: $(STAMP)

@@ -27,6 +27,7 @@ from smartassign.data import clean_photos, degrade, load_rgb
 from smartassign.errors import ConfigError, ImageError, WeightsError
 from smartassign.io import read_image, write_image
 from smartassign.layers import ChannelAttention, ChannelGate
+from smartassign.metrics import score
 from smartassign.restore import TLC_WINDOW, Restorer, blend_weights, resolve_device, tile_size, tile_starts
 
 RNG = np.random.default_rng(0)
@@ -432,6 +433,39 @@ def test_mixed_folder_restores_good_lists_bad_and_exits_1(
     statuses = {Path(r["input"]).name: r["status"] for r in report["images"]}
     assert statuses["a.jpg"] == "restored" and statuses["text.png"] == "failed"
     assert all(r["task"] in TASKS for r in report["images"] if r["status"] == "restored")
+
+
+def test_reference_prints_each_images_psnr_gain_and_refuses_a_mismatched_one(
+    tmp_path: Path, weights: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--reference DIR``: clean originals by stem (any suffix); gains in the lines, the summary and the report;
+    a reference of another size fails that image before anything is written; a missing one is only noted."""
+    src, ref, out = tmp_path / "in", tmp_path / "clean", tmp_path / "out"
+    src.mkdir()
+    ref.mkdir()
+    clean = RNG.integers(0, 256, (24, 32, 3), dtype=np.uint8)
+    noisy = np.clip(clean.astype(int) + RNG.integers(-40, 41, clean.shape), 0, 255).astype(np.uint8)
+    write_image(src / "a.png", noisy)
+    write_image(ref / "a.tiff", clean)  # another suffix than the input's
+    good_image(src / "b.png")
+    write_image(ref / "b.png", clean[:20])  # another size
+    good_image(src / "c.png")  # no reference
+    report = tmp_path / "report.json"
+    assert restore_cli(weights, src, "-o", out, "--reference", ref, "--report", report) == 1
+    captured = capsys.readouterr()
+    rows = {Path(r["input"]).name: r for r in json.loads(report.read_text())["images"]}
+    reference = read_image(ref / "a.tiff").pixels
+    restored = read_image(out / "a.png").pixels
+    assert rows["a.png"]["psnr_y_input"] == pytest.approx(score(noisy, reference).psnr_y)
+    assert rows["a.png"]["psnr_y_restored"] == pytest.approx(score(restored, reference).psnr_y)
+    gain = rows["a.png"]["psnr_y_restored"] - rows["a.png"]["psnr_y_input"]
+    assert f"({gain:+.2f})" in captured.out and "mean of 1:" in captured.out
+    assert rows["b.png"]["status"] == "failed" and "the reference is 32x20, the input 32x24" in rows["b.png"]["error"]
+    assert not (out / "b.png").exists()
+    assert rows["c.png"]["status"] == "restored" and rows["c.png"]["psnr_y_input"] is None
+    assert "no clean original for c.png" in captured.out
+    assert restore_cli(weights, src, "-o", out, "--reference", tmp_path / "absent") == 2
+    assert "--reference" in capsys.readouterr().err
 
 
 def test_all_good_exits_0_and_prints_task_and_confidence(

@@ -26,6 +26,7 @@ from tqdm import tqdm
 from smartassign.checkpoint import atomic_write_text
 from smartassign.errors import ConfigError, ImageError
 from smartassign.io import MAX_PIXELS, SUFFIX_FORMAT, WRITABLE, Picture, read_image, save_picture
+from smartassign.metrics import score
 from smartassign.restore import Restorer
 
 FORMATS = {"jpeg": "JPEG", "png": "PNG", "webp": "WEBP", "tiff": "TIFF"}
@@ -53,6 +54,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--suffix", default="", help="appended to each output's stem, e.g. _restored")
     p.add_argument("--format", choices=sorted(FORMATS), help="output format (default: the input's)")
     p.add_argument("--report", type=Path, help="write a JSON report of every input here")
+    p.add_argument(
+        "--reference",
+        type=Path,
+        metavar="DIR",
+        help="clean originals (same relative path and stem, any image suffix): print each image's PSNR-Y gain",
+    )
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs (inputs are never replaced)")
     p.add_argument(
         "--max-megapixels", type=float, default=MAX_PIXELS / 1e6, help="refuse larger images (decompression bombs)"
@@ -82,6 +89,9 @@ class Outcome:
     width: int | None = None
     height: int | None = None
     error: str | None = None
+    reference: str | None = None  # the clean original the image was scored against (--reference)
+    psnr_y_input: float | None = None
+    psnr_y_restored: float | None = None
 
 
 def _is_within(path: Path, folder: Path) -> bool:
@@ -233,7 +243,39 @@ def drop_earlier_outputs(
     return kept, earlier
 
 
-def restore_one(restorer: Restorer, job: Job, args: argparse.Namespace, inputs: list[Path]) -> Outcome:
+def _rgb8(pixels: np.ndarray) -> np.ndarray:
+    """``(H, W, 3)`` uint8 of any accepted pixels (gray is repeated, alpha dropped, 16 bits rounded)."""
+    if pixels.dtype == np.uint16:
+        pixels = (pixels.astype(np.float32) / 257 + 0.5).astype(np.uint8)
+    elif pixels.dtype != np.uint8:
+        pixels = (np.clip(pixels, 0, 1) * 255 + 0.5).astype(np.uint8)
+    if pixels.ndim == 2:
+        pixels = pixels[..., None]
+    colour = pixels[..., :3] if pixels.shape[2] >= 3 else pixels[..., :1]
+    return np.repeat(colour, 3, axis=2) if colour.shape[2] == 1 else colour
+
+
+def find_reference(folder: Path, relative: Path) -> Path | None:
+    """The clean original of input ``relative`` in ``folder``: the same relative path, any image suffix."""
+    parent = folder / relative.parent
+    if not parent.is_dir():
+        return None
+    found = sorted(p for p in parent.glob(f"{glob.escape(relative.stem)}.*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    return found[0] if found else None
+
+
+def read_reference(reference: Path, degraded: np.ndarray, limit: int) -> np.ndarray:
+    """The clean original as ``(H, W, 3)`` uint8; :class:`ImageError` unless it has the input's size."""
+    clean = read_image(reference, limit).pixels
+    if clean.shape[:2] != degraded.shape[:2]:
+        h, w = degraded.shape[:2]
+        raise ImageError(f"{reference}: the reference is {clean.shape[1]}x{clean.shape[0]}, the input {w}x{h}")
+    return _rgb8(clean)
+
+
+def restore_one(
+    restorer: Restorer, job: Job, args: argparse.Namespace, inputs: list[Path], reference: Path | None = None
+) -> Outcome:
     """Read, restore and write one image (and its side-by-side); errors propagate to the caller."""
     compare = job.target.with_name(f"{job.target.stem}_compare{job.target.suffix}")
     targets = (job.target, compare) if args.side_by_side else (job.target,)
@@ -243,7 +285,9 @@ def restore_one(restorer: Restorer, job: Job, args: argparse.Namespace, inputs: 
     if not args.overwrite and all(out.exists() for out in targets):
         reason = f"{job.target} exists (--overwrite replaces it)"
         return Outcome(str(job.source), str(job.target), "skipped", error=reason)
-    picture = read_image(job.source, int(args.max_megapixels * 1e6))
+    limit = int(args.max_megapixels * 1e6)
+    picture = read_image(job.source, limit)
+    clean = read_reference(reference, picture.pixels, limit) if reference is not None else None
     result = restorer.restore(picture.pixels, task=args.task)
     if not args.output.is_dir():  # created with the first image: a run that writes nothing leaves no empty folder
         make_output_folder(args.output)
@@ -252,14 +296,24 @@ def restore_one(restorer: Restorer, job: Job, args: argparse.Namespace, inputs: 
         both = np.concatenate([picture.pixels, result.image], axis=1)
         save_picture(compare, Picture(both, job.fmt, picture.icc_profile, picture.exif))
     h, w = result.image.shape[:2]
-    return Outcome(str(job.source), str(job.target), "restored", result.task, result.confidence, result.seconds, w, h)
+    outcome = Outcome(str(job.source), str(job.target), "restored", result.task, result.confidence, result.seconds)
+    outcome.width, outcome.height = w, h
+    if clean is not None:
+        outcome.reference = str(reference)
+        outcome.psnr_y_input = score(_rgb8(picture.pixels), clean).psnr_y
+        outcome.psnr_y_restored = score(_rgb8(result.image), clean).psnr_y
+    return outcome
 
 
 def describe(outcome: Outcome) -> str:
     """One terminal line for an outcome."""
     if outcome.status == "restored":
         sure = f"{outcome.confidence:.0%}" if outcome.confidence is not None else "given"
-        return f"{outcome.input} -> {outcome.output}  {outcome.task} ({sure})  {outcome.seconds:.1f} s"
+        line = f"{outcome.input} -> {outcome.output}  {outcome.task} ({sure})  {outcome.seconds:.1f} s"
+        if outcome.psnr_y_input is not None and outcome.psnr_y_restored is not None:
+            gain = outcome.psnr_y_restored - outcome.psnr_y_input
+            line += f"  PSNR-Y {outcome.psnr_y_input:.2f} -> {outcome.psnr_y_restored:.2f} dB ({gain:+.2f})"
+        return f"{line}  ({outcome.error})" if outcome.error else line
     if outcome.status == "skipped":
         return f"{outcome.input}: skipped, {outcome.error}"
     return f"smartassign: {outcome.error}"
@@ -292,6 +346,8 @@ def run(args: argparse.Namespace) -> int:
     inputs = [f for f, _ in found]
     if args.report is not None and any(_same_file(args.report, i) for i in inputs):
         raise ConfigError(f"--report {args.report} is one of the inputs; choose another path")
+    if args.reference is not None and not args.reference.is_dir():
+        raise ConfigError(f"--reference {args.reference}: not a folder of clean originals")
     set_threads(args.threads)
     tlc = {"tlc": None} if args.no_tlc else {}
     restorer = Restorer.from_weights(args.weights, device=args.device, tile=args.tile, overlap=args.overlap, **tlc)
@@ -312,7 +368,10 @@ def run(args: argparse.Namespace) -> int:
             if job.target in planned:
                 raise ImageError(f"{source}: {job.target} is also the output of {planned[job.target]}; rename one")
             planned[job.target] = source
-            outcome = restore_one(restorer, job, args, inputs)
+            reference = find_reference(args.reference, relative) if args.reference is not None else None
+            outcome = restore_one(restorer, job, args, inputs, reference)
+            if args.reference is not None and reference is None:
+                outcome.error = f"no clean original for {relative} in {args.reference}"
         except ImageError as exc:
             outcome = Outcome(str(source), None, "failed", error=str(exc))
         except OSError as exc:  # e.g. a full disk or a read-only folder while writing
@@ -325,6 +384,12 @@ def run(args: argparse.Namespace) -> int:
     restored = sum(o.status == "restored" for o in outcomes)
     skipped = sum(o.status == "skipped" for o in outcomes)
     print(f"{restored} restored, {skipped} skipped, {len(failed)} failed")
+    scored = [o for o in outcomes if o.psnr_y_input is not None and o.psnr_y_restored is not None]
+    if scored:
+        before = float(np.mean([o.psnr_y_input for o in scored]))
+        after = float(np.mean([o.psnr_y_restored for o in scored]))
+        print(f"PSNR-Y against the clean originals, mean of {len(scored)}: {before:.2f} -> {after:.2f} dB "
+              f"({after - before:+.2f})")  # fmt: skip
     if failed:
         print(f"failed ({len(failed)} of {len(outcomes)}):", file=sys.stderr)
         for outcome in failed:
