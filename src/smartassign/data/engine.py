@@ -101,11 +101,26 @@ def _grid(size: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     return r[None, :].expand(size, size), r[:, None].expand(size, size)  # x (columns), y (rows)
 
 
+def fft_size(n: int) -> int:
+    """The least ``m >= n`` whose only prime factors are 2, 3 and 5: FFTs of such sizes are several times faster
+    than of sizes with a large prime factor (``256 + 83 = 339 = 3 * 113``)."""
+    m = n
+    while True:
+        r = m
+        for p in (2, 3, 5):
+            while r % p == 0:
+                r //= p
+        if r == 1:
+            return m
+        m += 1
+
+
 def _fft_conv(maps: torch.Tensor, kernels: torch.Tensor) -> torch.Tensor:
-    """Per-map 'same' convolution by FFT: ``(N, H, W)`` with ``(N, k, k)`` (k odd) -> ``(N, H, W)``; zero padded."""
+    """Per-map 'same' convolution by FFT: ``(N, H, W)`` with ``(N, k, k)`` (k odd) -> ``(N, H, W)``; zero padded
+    (any FFT size of at least ``H + k - 1`` gives the linear convolution; a 2-3-5-smooth one is fastest)."""
     n, h, w = maps.shape
     k = kernels.shape[-1]
-    ph, pw = h + k, w + k
+    ph, pw = fft_size(h + k - 1), fft_size(w + k - 1)
     fm = torch.fft.rfft2(maps, s=(ph, pw))
     fk = torch.fft.rfft2(kernels, s=(ph, pw))
     out = torch.fft.irfft2(fm * fk, s=(ph, pw))
