@@ -62,3 +62,79 @@ def test_card_scores_are_rewritten_between_markers_only(tmp_path):
     card.write_text("no markers")
     with pytest.raises(ConfigError, match="markers"):
         rewrite_card(card, scores(25.0, 24.0), scores(26.0, 25.0))
+
+
+def _bundle_setup(tmp_path, monkeypatch, marks):
+    """A bundled file, a run folder with other best weights, and score_weights replaced by ``marks``: the gate
+    scores of each file by its name (so a test decides which is better)."""
+    import yaml
+
+    from smartassign import build_model
+    from smartassign.checkpoint import save_weights
+
+    weights = tmp_path / "weights"
+    weights.mkdir()
+    bundled, run = weights / "small.safetensors", tmp_path / "run"
+    run.mkdir()
+    save_weights(build_model("tiny"), bundled)
+    save_weights(build_model("tiny"), run / "best.safetensors", {"experiment": {"data": {"crop": 128}}})
+    config = {"preset": "tiny", "data": {"crop": 128}, "train": {"batch_size": 8, "init_from": str(bundled)}}
+    (run / "config.yaml").write_text(yaml.safe_dump(config))
+    (run / "train.csv").write_text("step,images_per_s\n10,8.0\n")
+    monkeypatch.setattr(gate, "BUNDLED", bundled)
+    monkeypatch.setattr(gate, "SCORES", weights / "small.scores.json")
+    scored = []
+
+    def fake_scores(path, which, device="cpu"):
+        scored.append((path.name, which.n))
+        return {**marks[path.name], "set": which.as_dict(), "scoring": gate.SCORING}
+
+    monkeypatch.setattr(gate, "score_weights", fake_scores)
+    card = tmp_path / "card.md"
+    card.write_text("<!-- gate-scores:begin -->\nold\n<!-- gate-scores:end -->\n")
+    args = ["bundle", str(run), "--ledger", str(tmp_path / "log.json"), "--card", str(card)]
+    return bundled, run, card, args, scored
+
+
+@pytest.mark.parametrize("better", [True, False])
+def test_bundle_replaces_the_weights_only_through_the_gate(tmp_path, monkeypatch, better):
+    from safetensors.torch import load_file
+
+    from smartassign.cli import main
+
+    candidate = scores(25.0, 24.0) if better else scores(23.0, 24.0)
+    marks = {"small.safetensors": scores(24.0, 23.0), "best.safetensors": candidate}
+    bundled, run, card, args, scored = _bundle_setup(tmp_path, monkeypatch, marks)
+    before = gate.sha256(bundled)
+    assert main(args) == (0 if better else 1)
+    entry = json.loads((tmp_path / "log.json").read_text())[-1]
+    assert entry["bundled"] is better and entry["start_sha256"] == before
+    if better:  # float16 copy of the candidate, its figures recorded, the card rewritten
+        assert all(v.dtype == torch_half() for v in load_file(str(bundled)).values() if v.is_floating_point())
+        assert gate.sha256(bundled) != before
+        assert json.loads(gate.SCORES.read_text())["sha256"] == gate.sha256(bundled)
+        assert "old" not in card.read_text()
+    else:
+        assert gate.sha256(bundled) == before and "old" in card.read_text() and not gate.SCORES.exists()
+
+
+def test_bundle_rescores_saved_scores_of_an_older_scoring(tmp_path, monkeypatch):
+    from smartassign.cli import main
+
+    bundled, run, card, args, scored = _bundle_setup(
+        tmp_path, monkeypatch, {"small.safetensors": scores(24.0, 23.0), "best.safetensors": scores(23.0, 22.0)}
+    )
+    saved = {"sha256": gate.sha256(bundled), "gate": {**scores(20.0, 20.0), "set": gate.GATE_SET.as_dict()}}
+    gate.SCORES.write_text(json.dumps({**saved, "gate": {**saved["gate"], "scoring": gate.SCORING - 1}}))
+    main([*args, "--dry-run"])
+    assert ("small.safetensors", gate.GATE_SET.n) in scored  # rescored: the saved figures were of scoring 1
+    scored.clear()
+    gate.SCORES.write_text(json.dumps({**saved, "gate": {**saved["gate"], "scoring": gate.SCORING}}))
+    main([*args, "--dry-run"])
+    assert scored == [("best.safetensors", gate.GATE_SET.n)]  # current saved figures are reused
+
+
+def torch_half():
+    import torch
+
+    return torch.float16
