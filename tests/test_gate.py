@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
 from smartassign import gate
 from smartassign.cli.bundle import rewrite_card
@@ -110,7 +111,7 @@ def test_bundle_replaces_the_weights_only_through_the_gate(tmp_path, monkeypatch
     entry = json.loads((tmp_path / "log.json").read_text())[-1]
     assert entry["bundled"] is better and entry["start_sha256"] == before
     if better:  # float16 copy of the candidate, its figures recorded, the card rewritten
-        assert all(v.dtype == torch_half() for v in load_file(str(bundled)).values() if v.is_floating_point())
+        assert all(v.dtype == torch.float16 for v in load_file(str(bundled)).values() if v.is_floating_point())
         assert gate.sha256(bundled) != before
         assert json.loads(gate.SCORES.read_text())["sha256"] == gate.sha256(bundled)
         assert "old" not in card.read_text()
@@ -133,8 +134,3 @@ def test_bundle_rescores_saved_scores_of_an_older_scoring(tmp_path, monkeypatch)
     main([*args, "--dry-run"])
     assert scored == [("best.safetensors", gate.GATE_SET.n)]  # current saved figures are reused
 
-
-def torch_half():
-    import torch
-
-    return torch.float16

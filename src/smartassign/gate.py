@@ -87,7 +87,7 @@ def better(candidate: dict[str, Any], current: dict[str, Any]) -> tuple[bool, st
     and why. Recognition accuracy itself is reported, not gated: on 24 images per task its standard error is
     about 7 points, and a candidate whose recognition slips only ships if users still get better pictures."""
     for kind, what in (("restored", ""), ("automatic", " with the recognised head")):
-        have = [t for t in TASKS if (candidate[t].get(kind) or None) and (current[t].get(kind) or None)]
+        have = [t for t in TASKS if candidate[t].get(kind) and current[t].get(kind)]
         worse = [t for t in have if candidate[t][kind]["psnr_y"] < current[t][kind]["psnr_y"]]
         if worse:
             diffs = ", ".join(

@@ -26,8 +26,9 @@ from tqdm import tqdm
 from smartassign.checkpoint import atomic_write_text
 from smartassign.errors import ConfigError, ImageError
 from smartassign.io import MAX_PIXELS, SUFFIX_FORMAT, WRITABLE, Picture, read_image, save_picture
-from smartassign.metrics import score
+from smartassign.metrics import score, to_uint8
 from smartassign.restore import Restorer
+from smartassign.restore import _split as split_channels
 
 FORMATS = {"jpeg": "JPEG", "png": "PNG", "webp": "WEBP", "tiff": "TIFF"}
 # Files read that are written in another format: multi-picture JPEG as JPEG, everything else as PNG.
@@ -244,15 +245,10 @@ def drop_earlier_outputs(
 
 
 def _rgb8(pixels: np.ndarray) -> np.ndarray:
-    """``(H, W, 3)`` uint8 of any accepted pixels (gray is repeated, alpha dropped, 16 bits rounded)."""
-    if pixels.dtype == np.uint16:
-        pixels = (pixels.astype(np.float32) / 257 + 0.5).astype(np.uint8)
-    elif pixels.dtype != np.uint8:
-        pixels = (np.clip(pixels, 0, 1) * 255 + 0.5).astype(np.uint8)
-    if pixels.ndim == 2:
-        pixels = pixels[..., None]
-    colour = pixels[..., :3] if pixels.shape[2] >= 3 else pixels[..., :1]
-    return np.repeat(colour, 3, axis=2) if colour.shape[2] == 1 else colour
+    """``(H, W, 3)`` uint8 of any accepted pixels (gray repeated, alpha dropped), as the metrics take them."""
+    colour, _, scale = split_channels(pixels)
+    rgb = colour.astype(np.float32) / scale
+    return to_uint8(np.repeat(rgb, 3, axis=2) if rgb.shape[2] == 1 else rgb)
 
 
 def find_reference(folder: Path, relative: Path) -> Path | None:
