@@ -54,10 +54,11 @@ def test_generator_draws_reproducible_seeds(clean):
     assert torch.equal(a, b) and torch.equal(pa["seed"], pb["seed"])
 
 
+@pytest.mark.parametrize("mix", ["mixed", "broad"])
 @pytest.mark.parametrize("task", ["rain", "snow"])
-def test_batched_and_one_by_one_are_identical(task, clean):
-    together, _ = degrade(clean, task, seeds=[11, 12, 13, 14])
-    alone = torch.cat([degrade(clean[i : i + 1], task, seeds=[11 + i])[0] for i in range(4)])
+def test_batched_and_one_by_one_are_identical(task, mix, clean):
+    together, _ = degrade(clean, task, seeds=[11, 12, 13, 14], cfg=mix)
+    alone = torch.cat([degrade(clean[i : i + 1], task, seeds=[11 + i], cfg=mix)[0] for i in range(4)])
     assert torch.allclose(together, alone, atol=2e-6)
 
 
@@ -135,6 +136,27 @@ def test_rain_residual_is_oriented_and_snow_is_not(clean):
     assert rain_c > 0.3 > snow_c
 
 
+@pytest.mark.parametrize("task", ["rain", "snow"])
+def test_scene_side_sizes_the_weather_for_the_picture_the_crop_comes_from(task):
+    """A 64² crop of a 512-pixel picture carries streaks and flakes 8x the size of a 64-pixel image's."""
+    dark = torch.full((6, 3, 64, 64), 0.1)
+    base = dataclasses.replace(WEATHER_ONLY, rain_veil_p=0.0, snow_veil_p=0.0, snow_motion_p=0.0, snow_bokeh_p=0.0,
+                               rain_defocus_p=0.0, amount=(0.1, 0.1))  # fmt: skip
+    own, _ = degrade(dark, task, seeds=range(6), cfg=base)
+    same, _ = degrade(dark, task, seeds=range(6), cfg=dataclasses.replace(base, scene_side=(64.0, 64.0)))
+    assert torch.equal(own, same)  # a picture of the crop's own size is the default
+
+    def mean_mark_area(x: torch.Tensor) -> float:
+        areas = []
+        for img in x:
+            labels, n = ndimage.label((img.mean(0) > 0.1 + 0.05).numpy())
+            areas += list(np.bincount(labels.ravel())[1:]) if n else []
+        return float(np.mean(areas))
+
+    large, _ = degrade(dark, task, seeds=range(6), cfg=dataclasses.replace(base, scene_side=(512.0, 512.0)))
+    assert mean_mark_area(large) > 4 * mean_mark_area(own)
+
+
 def test_large_flake_class_present_at_its_rate():
     flat = torch.full((64, 3, 64, 64), 0.3)
     for p_near, lo, hi in ((0.0, -0.01, 0.01), (1.0, 0.99, 1.01), (0.5, 0.3, 0.7)):
@@ -190,3 +212,5 @@ def test_bad_input_is_rejected(clean):
         degradation_mix("drizzle")
     with pytest.raises(ConfigError, match="amount"):
         DegradationConfig(amount=(0.5, 0.2))
+    with pytest.raises(ConfigError, match="scene_side"):
+        DegradationConfig(scene_side=(512.0, 256.0))

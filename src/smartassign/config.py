@@ -191,6 +191,9 @@ class DegradationConfig:
     """
 
     amount: tuple[float, float] = (0.0, 1.0)
+    # Short side (px, log-uniform) of the picture the sample is a piece of; the weather is sized for it.
+    # (0, 0): the image's own size. Training crops set it so a 128² crop carries a full photo's streaks.
+    scene_side: tuple[float, float] = (0.0, 0.0)
     veil_brightness: tuple[float, float] = (0.7, 0.97)  # airlight A
     depth_scene_weight: tuple[float, float] = (0.0, 0.8)  # depth proxy: dark-channel cue vs horizon ramp
     # rain
@@ -235,6 +238,8 @@ class DegradationConfig:
             raise ConfigError(f"degradation.amount must be 0 <= lo <= hi <= 1, got {self.amount}")
         if self.rain_layers[0] < 1 or self.rain_layers[1] < self.rain_layers[0]:
             raise ConfigError(f"degradation.rain_layers must be 1 <= lo <= hi, got {self.rain_layers}")
+        if self.scene_side != (0.0, 0.0) and not 0 < self.scene_side[0] <= self.scene_side[1]:
+            raise ConfigError(f"degradation.scene_side must be (0, 0) or 0 < lo <= hi, got {self.scene_side}")
         if self.rain_sublayers < 1 or self.snow_shapes < 1 or not self.resample_factors:
             raise ConfigError("degradation: rain_sublayers, snow_shapes and resample_factors must be positive")
 
@@ -243,6 +248,8 @@ DEGRADATION_MIXES: dict[str, DegradationConfig] = {
     "mixed": DegradationConfig(),
     "light": DegradationConfig(amount=(0.0, 0.35), rain_layers=(1, 2), rain_veil_p=0.3, snow_veil_p=0.4),
     "heavy": DegradationConfig(amount=(0.65, 1.0), rain_layers=(2, 4), rain_veil_p=0.9, snow_veil_p=0.9),
+    # Training crops: `mixed` without its near-invisible tail, sized as pieces of 192-768 px pictures.
+    "broad": DegradationConfig(amount=(0.3, 1.0), scene_side=(192.0, 768.0)),
 }
 
 

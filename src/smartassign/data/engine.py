@@ -35,7 +35,7 @@ Task = Literal["rain", "snow"]
 TASKS: tuple[Task, Task] = ("rain", "snow")
 _MASK32 = 0xFFFFFFFF
 # Streams of the hash: every random quantity gets its own, so adding a knob never shifts the others.
-_S_PARAM, _S_SEEDS, _S_NOISE, _S_RELIEF, _S_JITTER = 1, 2, 3, 4, 5
+_S_PARAM, _S_SEEDS, _S_NOISE, _S_RELIEF, _S_JITTER, _S_SCENE = 1, 2, 3, 4, 5, 6
 
 
 # ----------------------------------------------------------------------------- randomness
@@ -243,11 +243,34 @@ def _airlight(p: _Params, brightness: tuple[float, float]) -> torch.Tensor:
 # ----------------------------------------------------------------------------- the two weathers
 
 
+def weather_scale(seeds: torch.Tensor, h: int, w: int, cfg: DegradationConfig, device: torch.device) -> torch.Tensor:
+    """``(B,)`` the factor on every size in ``cfg`` (given for a 256-pixel image).
+
+    By default the weather is sized for the image itself, ``min(H, W) / 256``. With ``cfg.scene_side`` set, each
+    sample is a piece of a larger (or smaller) picture whose short side is log-uniform in that range, so a 128²
+    training crop carries the streaks and flakes of a 256-768 pixel photo rather than half-size ones.
+    """
+    b = seeds.shape[0]
+    lo, hi = cfg.scene_side
+    if hi <= 0:
+        return torch.full((b,), max(min(h, w) / 256.0, 0.25), device=device)
+    u = uniform(seeds, _S_SCENE, (1,), device)[:, 0]
+    side = torch.exp(math.log(lo) + (math.log(hi) - math.log(lo)) * u)
+    return (side / 256.0).clamp(min=0.25)
+
+
+def scale_bound(h: int, w: int, cfg: DegradationConfig) -> float:
+    """The largest :func:`weather_scale` of an ``H x W`` image under ``cfg``: it sizes the kernel grids."""
+    hi = cfg.scene_side[1]
+    return max((hi if hi > 0 else min(h, w)) / 256.0, 0.25)
+
+
+
 def add_rain(clean: torch.Tensor, seeds: torch.Tensor, cfg: DegradationConfig) -> tuple[torch.Tensor, dict]:
     """Rain streaks and rain veil on ``clean`` ``(B, 3, H, W)``; returns the rainy image and per-sample parameters."""
     b, _, h, w = clean.shape
     dev = clean.device
-    s = max(min(h, w) / 256.0, 0.25)
+    s = weather_scale(seeds, h, w, cfg, dev)
     p = _Params(seeds, dev, _S_PARAM)
     n_layers = cfg.rain_layers[1]
     active_layers = torch.floor(p.between((cfg.rain_layers[0], cfg.rain_layers[1] + 0.999)))
@@ -258,7 +281,7 @@ def add_rain(clean: torch.Tensor, seeds: torch.Tensor, cfg: DegradationConfig) -
     has_veil = p.chance(cfg.rain_veil_p)
     beta = torch.where(has_veil, p.log_between(cfg.rain_veil_beta), torch.zeros(b, device=dev))
     beta = beta * (0.3 + 0.7 * amount)
-    ksize = int(2 * math.ceil(cfg.rain_length_px[1] * s * 1.3 / 2) + 5)
+    ksize = int(2 * math.ceil(cfg.rain_length_px[1] * scale_bound(h, w, cfg) * 1.3 / 2) + 5)
     streaks = torch.zeros(b, h, w, device=dev)
     for layer in range(n_layers):
         z = (layer + 0.5 + 0.6 * (p.next() - 0.5)) / n_layers  # 0 near, 1 far; one stratum per layer
@@ -275,7 +298,7 @@ def add_rain(clean: torch.Tensor, seeds: torch.Tensor, cfg: DegradationConfig) -
         subs = cfg.rain_sublayers
         jit = uniform(seeds, _S_JITTER + 10 * layer, (subs, 4), dev)  # per-streak-group jitter
         k_len = (length[:, None] * (0.7 + 0.6 * jit[..., 0])).reshape(-1)
-        k_wid = ((width[:, None] * (0.7 + 0.6 * jit[..., 1])) + defocus[:, None] * s).reshape(-1)
+        k_wid = ((width[:, None] * (0.7 + 0.6 * jit[..., 1])) + (defocus * s)[:, None]).reshape(-1)
         k_ang = (layer_angle[:, None] + torch.deg2rad(cfg.rain_angle_jitter_deg * (jit[..., 2] - 0.5) * 2)).reshape(-1)
         kernels = _streak_kernels(k_len, k_wid, k_ang, ksize)
         imp = torch.stack(
@@ -297,7 +320,7 @@ def add_snow(clean: torch.Tensor, seeds: torch.Tensor, cfg: DegradationConfig) -
     """Snowflakes and snow veil on ``clean`` ``(B, 3, H, W)``; returns the snowy image and per-sample parameters."""
     b, _, h, w = clean.shape
     dev = clean.device
-    s = max(min(h, w) / 256.0, 0.25)
+    s = weather_scale(seeds, h, w, cfg, dev)
     p = _Params(seeds, dev, _S_PARAM)
     amount = p.between(cfg.amount)
     wind = torch.deg2rad(p.between(cfg.snow_wind_deg))
@@ -320,7 +343,8 @@ def add_snow(clean: torch.Tensor, seeds: torch.Tensor, cfg: DegradationConfig) -
         opacity = opacity * (1 - 0.45 * bokeh)  # out-of-focus flakes spread their light thin
         streaked = p.chance(cfg.snow_motion_p).float()
         motion = streaked * p.between(cfg.snow_motion_ratio) * radius
-        kmax = int(2 * math.ceil((r_hi * s * (1 + 0.5 + 2.0) + cfg.snow_motion_ratio[1] * r_hi * s) / 2) + 5)
+        s_hi = scale_bound(h, w, cfg)  # the kernel grid depends on cfg only: a sample's pixels not on its batch
+        kmax = int(2 * math.ceil((r_hi * s_hi * (1 + 0.5 + 2.0) + cfg.snow_motion_ratio[1] * r_hi * s_hi) / 2) + 5)
         subs = cfg.snow_shapes
         jit = uniform(seeds, _S_JITTER + 10 * ci, (subs, 5), dev)
         kernels = _flake_kernels(
@@ -480,4 +504,7 @@ def degrade(
     return out, params
 
 
-__all__ = ["TASKS", "Task", "add_rain", "add_snow", "camera", "degrade", "depth_proxy", "jpeg", "uniform"]
+__all__ = [
+    "TASKS", "Task", "add_rain", "add_snow", "camera", "degrade", "depth_proxy", "jpeg", "scale_bound", "uniform",
+    "weather_scale",
+]
