@@ -1,6 +1,6 @@
 """How the model does on rain and snow it has never seen: held-out photos x an independent synthesizer.
 
-The degradations come from ``benchmarks/unseen/synth.py`` (numpy/scipy, built differently from the training
+The degradations come from ``smartassign.unseen`` (numpy/scipy, built differently from the training
 engine; see ``benchmarks/unseen/README.md``); the photos are the ``heldout`` split, never trained on. The set is
 built at run time, written as ``OUT/{rain,snow}/{input,target}/NAME.png`` (the generic layout), then every input
 is restored twice: (a) with the task the recognition head picks (what a user gets) and (b) with the true task.
@@ -38,11 +38,11 @@ from PIL import Image, ImageDraw
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import smartassign  # noqa: E402
+import smartassign.unseen  # noqa: E402
 from _common import cpu_name  # noqa: E402
-from smartassign.data import clean_photos, load_downscaled  # noqa: E402
-from smartassign.metrics import score, to_uint8  # noqa: E402
+from smartassign.metrics import score  # noqa: E402
 from smartassign.restore import bundled_weights  # noqa: E402
-from unseen.synth import DENSITIES, STYLES, synthesize  # noqa: E402
+from smartassign.unseen import DENSITIES, STYLES, unseen_set  # noqa: E402
 
 log = logging.getLogger("unseen_eval")
 TASK_ORDER = ("rain", "snow")
@@ -79,22 +79,6 @@ def weights_path(name_or_path: str) -> Path:
 # ----------------------------------------------------------------------------- the set
 
 
-def crop(photo: np.ndarray, size: int, mode: str, rng: np.random.Generator) -> tuple[np.ndarray, list[int]]:
-    """A ``size`` square of ``photo`` (uint8), upscaled first if the photo is smaller; returns it and (y, x, scale)."""
-    h, w = photo.shape[:2]
-    scale = 1.0
-    if min(h, w) < size:
-        scale = size / min(h, w)
-        nw, nh = max(size, round(w * scale)), max(size, round(h * scale))
-        photo = np.asarray(Image.fromarray(photo).resize((nw, nh), Image.Resampling.LANCZOS))
-        h, w = photo.shape[:2]
-    if mode == "center":
-        y, x = (h - size) // 2, (w - size) // 2
-    else:
-        y, x = int(rng.integers(0, h - size + 1)), int(rng.integers(0, w - size + 1))
-    return np.ascontiguousarray(photo[y : y + size, x : x + size]), [y, x, scale]
-
-
 def save_png(path: Path, image: np.ndarray) -> str:
     """Write an 8-bit RGB PNG; returns the sha256 of its bytes."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -118,43 +102,18 @@ def clear_previous(out: Path) -> None:
 
 
 def build_set(args: argparse.Namespace, styles: list[str]) -> list[dict[str, Any]]:
-    """Synthesize the set, write it under ``args.out``; returns one record per image (arrays included)."""
-    photos = clean_photos("heldout")
-    order = np.random.default_rng([args.seed, 1]).permutation(len(photos))
-    crops = []
-    for i in range(args.n):
-        path = photos[int(order[i % len(photos)])]
-        photo = load_downscaled(path, args.max_side)
-        clean, box = crop(photo, args.size, args.crop, np.random.default_rng([args.seed, 2, i]))
-        crops.append((path, clean, box))
+    """Synthesize the set (:func:`smartassign.unseen.unseen_set`), write it under ``args.out``; returns one record
+    per image, its arrays as ``_input`` and ``_target``."""
     out = Path(args.out)
     clear_previous(out)
     items, files = [], []
-    for si, style in enumerate(styles):
-        task = STYLES[style][0]
-        for i, (path, clean, box) in enumerate(crops):
-            density = DENSITIES[i % len(DENSITIES)]
-            rng = np.random.default_rng([args.seed, 3, si, i])
-            degraded, params = synthesize(clean.astype(np.float32) / 255.0, style, density, rng)
-            inp = to_uint8(degraded)
-            name = f"{style}-{density}-{i:02d}-{path.stem}"
-            rel_in, rel_tg = f"{task}/input/{name}.png", f"{task}/target/{name}.png"
-            items.append(
-                {
-                    "name": name,
-                    "style": style,
-                    "task": task,
-                    "density": density,
-                    "photo": str(path),
-                    "crop_yx_scale": box,
-                    "synth": params,
-                    "input_png_sha256": save_png(out / rel_in, inp),
-                    "target_png_sha256": save_png(out / rel_tg, clean),
-                    "_input": inp,
-                    "_target": clean,
-                }
-            )
-            files += [rel_in, rel_tg]
+    for it in unseen_set(args.n, args.size, args.seed, styles, args.crop, args.max_side):
+        inp, clean = it.pop("input"), it.pop("target")
+        rel_in, rel_tg = f"{it['task']}/input/{it['name']}.png", f"{it['task']}/target/{it['name']}.png"
+        it["input_png_sha256"] = save_png(out / rel_in, inp)
+        it["target_png_sha256"] = save_png(out / rel_tg, clean)
+        items.append({**it, "_input": inp, "_target": clean})
+        files += [rel_in, rel_tg]
     (out / MANIFEST).write_text(json.dumps({"seed": args.seed, "files": files}, indent=1) + "\n")
     return items
 
@@ -376,7 +335,7 @@ def main(argv: list[str] | None = None) -> int:
             "device": str(restorer.device),
         },
         "weights": {"arg": args.weights, "path": str(wpath), "sha256": sha256_file(wpath)},
-        "synth_sha256": sha256_file(Path(__file__).resolve().parent / "unseen" / "synth.py"),
+        "synth_sha256": sha256_file(Path(smartassign.unseen.__file__)),
         "set_sha256": set_hash.hexdigest(),
         "seconds": {"total": elapsed, "build": built},
         "summary": summary,

@@ -12,8 +12,15 @@ from smartassign.cli.bundle import rewrite_card
 from smartassign.errors import ConfigError
 
 
-def scores(rain: float, snow: float, acc: float = 1.0, auto: tuple[float, float] | None = None) -> dict:
-    """Gate scores; ``auto``: PSNR-Y with the recognised head per task (default: the true head's)."""
+def scores(
+    rain: float,
+    snow: float,
+    acc: float = 1.0,
+    auto: tuple[float, float] | None = None,
+    unseen: tuple[float, float] | None = None,
+) -> dict:
+    """Gate scores; ``auto``: PSNR-Y with the recognised head per task (default: the true head's); ``unseen``: the
+    unseen set's PSNR-Y per task (default: not scored there)."""
     autos = dict(zip(("rain", "snow"), auto or (rain, snow), strict=True))
 
     def task(psnr: float, name: str) -> dict:
@@ -21,7 +28,14 @@ def scores(rain: float, snow: float, acc: float = 1.0, auto: tuple[float, float]
                 "automatic": {"psnr_y": autos[name], "ssim_y": 0.8}, "gain_psnr_y": psnr - 20.0,
                 "accuracy": acc}  # fmt: skip
 
-    return {"rain": task(rain, "rain"), "snow": task(snow, "snow"), "mean_psnr_y": (rain + snow) / 2, "accuracy": acc}
+    out = {"rain": task(rain, "rain"), "snow": task(snow, "snow"), "mean_psnr_y": (rain + snow) / 2, "accuracy": acc}
+    if unseen is not None:
+        out["unseen"] = {
+            **{t: {"images": 16, "input_psnr_y": 18.0, "automatic_psnr_y": v, "gain_psnr_y": v - 18.0, "accuracy": acc}
+               for t, v in zip(("rain", "snow"), unseen, strict=True)},  # fmt: skip
+            "mean_psnr_y": sum(unseen) / 2,
+        }
+    return out
 
 
 @pytest.mark.parametrize(
@@ -39,6 +53,25 @@ def scores(rain: float, snow: float, acc: float = 1.0, auto: tuple[float, float]
 def test_gate_ships_only_better_weights(candidate, ok, why):
     decided, reason = gate.better(candidate, scores(24.0, 23.0))
     assert decided is ok and why in reason
+
+
+@pytest.mark.parametrize(
+    ("candidate", "ok", "why"),
+    [
+        (scores(25.0, 24.0, unseen=(20.0, 19.0)), True, "no task worse"),
+        # Better on the engine's weather, worse on weather built another way: ledger run 5, refused.
+        (scores(25.0, 24.0, unseen=(19.5, 19.0)), False, "worse on unseen weather on rain 19.50 < 20.00"),
+        # Equal everywhere on the unseen set and on the engine's: the overall mean has not risen.
+        (scores(24.0, 23.0, unseen=(20.0, 19.0)), False, "is not above"),
+        # Equal on the engine's set, better on the unseen one: ships (the overall mean rose).
+        (scores(24.0, 23.0, unseen=(21.0, 19.0)), True, "no task worse"),
+    ],
+)
+def test_gate_also_asks_for_no_loss_on_unseen_weather(candidate, ok, why):
+    current = scores(24.0, 23.0, unseen=(20.0, 19.0))
+    decided, reason = gate.better(candidate, current)
+    assert decided is ok and why in reason
+    assert gate.overall(current) == pytest.approx((23.5 + 19.5) / 2)
 
 
 def test_ledger_appends_and_renders(tmp_path):
@@ -86,9 +119,10 @@ def _bundle_setup(tmp_path, monkeypatch, marks):
     monkeypatch.setattr(gate, "SCORES", weights / "small.scores.json")
     scored = []
 
-    def fake_scores(path, which, device="cpu"):
+    def fake_scores(path, which, device="cpu", unseen=None):
         scored.append((path.name, which.n))
-        return {**marks[path.name], "set": which.as_dict(), "scoring": gate.SCORING}
+        got = {**marks[path.name], "set": which.as_dict(), "scoring": gate.SCORING}
+        return got if unseen is not None else {k: v for k, v in got.items() if k != "unseen"}
 
     monkeypatch.setattr(gate, "score_weights", fake_scores)
     card = tmp_path / "card.md"
@@ -103,8 +137,9 @@ def test_bundle_replaces_the_weights_only_through_the_gate(tmp_path, monkeypatch
 
     from smartassign.cli import main
 
-    candidate = scores(25.0, 24.0) if better else scores(23.0, 24.0)
-    marks = {"small.safetensors": scores(24.0, 23.0), "best.safetensors": candidate}
+    # Better, or better on the engine's set but worse on the unseen one.
+    candidate = scores(25.0, 24.0, unseen=(20.0, 19.0)) if better else scores(25.0, 24.0, unseen=(19.0, 19.0))
+    marks = {"small.safetensors": scores(24.0, 23.0, unseen=(20.0, 19.0)), "best.safetensors": candidate}
     bundled, run, card, args, scored = _bundle_setup(tmp_path, monkeypatch, marks)
     before = gate.sha256(bundled)
     assert main(args) == (0 if better else 1)
@@ -114,8 +149,10 @@ def test_bundle_replaces_the_weights_only_through_the_gate(tmp_path, monkeypatch
         assert all(v.dtype == torch.float16 for v in load_file(str(bundled)).values() if v.is_floating_point())
         assert gate.sha256(bundled) != before
         assert json.loads(gate.SCORES.read_text())["sha256"] == gate.sha256(bundled)
-        assert "old" not in card.read_text()
+        assert "old" not in card.read_text() and "Unseen set" in card.read_text()
+        assert json.loads(gate.SCORES.read_text())["gate"]["unseen"]["rain"]["automatic_psnr_y"] == 20.0
     else:
+        assert "worse on unseen weather on rain" in entry["verdict"]
         assert gate.sha256(bundled) == before and "old" in card.read_text() and not gate.SCORES.exists()
 
 

@@ -1,4 +1,5 @@
-"""``smartassign bundle RUN``: score a run's weights on the held-out set and bundle them only if they are better.
+"""``smartassign bundle RUN``: score a run's weights on the held-out sets (the engine's and the unseen synthesizer's)
+and bundle them only if they are better.
 
 Always appends the run to the training ledger (docs/training_log.json and .md), bundled or not.
 """
@@ -53,18 +54,49 @@ def scores_table(scores: dict) -> str:
     return "\n".join(rows)
 
 
+def unseen_table(scores: dict) -> str:
+    """Markdown table of one weights file's scores on the unseen set ("" when it was not scored there)."""
+    if "unseen" not in scores:
+        return ""
+    rows = [
+        "| task | images | PSNR-Y restored / input (`--task auto`) | gain | recognition |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for t in TASKS:
+        s = scores["unseen"][t]
+        rows.append(
+            f"| {t} | {s['images']} | {s['automatic_psnr_y']:.2f} / {s['input_psnr_y']:.2f} | "
+            f"**{s['gain_psnr_y']:+.2f} dB** | {100 * s['accuracy']:.1f} % |"
+        )
+    return "\n".join(rows)
+
+
+def both_tables(scores: dict) -> str:
+    """The engine's gate set and, when scored, the unseen set."""
+    unseen = unseen_table(scores)
+    return scores_table(scores) + (f"\n\nunseen weather (smartassign.unseen):\n{unseen}" if unseen else "")
+
+
 def rewrite_card(card: Path, scores: dict, ci: dict) -> None:
     """Replace the text between the card's ``<!-- gate-scores -->`` markers with the new tables."""
     from smartassign.checkpoint import atomic_write_text
-    from smartassign.gate import CI_SET, GATE_SET
+    from smartassign.gate import CI_SET, GATE_SET, UNSEEN_SET
 
     if not card.is_file():
         return
     text = card.read_text()
+    unseen = unseen_table(scores)
     block = (
         "<!-- gate-scores:begin (written by `smartassign bundle`) -->\n"
         f"Gate set: {GATE_SET.n} pairs per task, {GATE_SET.size}² crops of the held-out photographs, "
         f"`{GATE_SET.mix}` degradations, seed {GATE_SET.seed}:\n\n{scores_table(scores)}\n\n"
+        + (
+            f"Unseen set (`smartassign.unseen`, the set of `benchmarks/unseen_eval.py`): {UNSEEN_SET.n} images per "
+            f"style, {UNSEEN_SET.size}² crops of the held-out photographs, seed {UNSEEN_SET.seed}:\n\n{unseen}\n\n"
+            if unseen
+            else ""
+        )
+        +
         f"CI set (`tests/test_quality.py`): {CI_SET.n} pairs per task, {CI_SET.size}² crops, seed {CI_SET.seed}:\n\n"
         f"{scores_table(ci)}\n<!-- gate-scores:end -->"
     )
@@ -80,12 +112,12 @@ def run(args: argparse.Namespace) -> int:
     from smartassign.checkpoint import atomic_write_text
 
     if args.score_bundled:
-        current = gate.score_weights(gate.BUNDLED, gate.GATE_SET, args.device)
+        current = gate.score_weights(gate.BUNDLED, gate.GATE_SET, args.device, unseen=gate.UNSEEN_SET)
         ci = gate.score_weights(gate.BUNDLED, gate.CI_SET, args.device)
         record = {"sha256": gate.sha256(gate.BUNDLED), "gate": current, "ci": ci}
         atomic_write_text(gate.SCORES, json.dumps(record, indent=1) + "\n")
         rewrite_card(args.card, current, ci)
-        print(f"{scores_table(current)}\n\nCI set:\n{scores_table(ci)}\nwritten to {gate.SCORES} and {args.card}")
+        print(f"{both_tables(current)}\n\nCI set:\n{scores_table(ci)}\nwritten to {gate.SCORES} and {args.card}")
         return 0
     if args.run is None:
         raise ConfigError("give a training run folder to bundle, or --score-bundled")
@@ -102,12 +134,12 @@ def run(args: argparse.Namespace) -> int:
     ):
         current = saved["gate"]
     else:
-        print(f"scoring the bundled weights {gate.BUNDLED} on the gate set ...")
-        current = gate.score_weights(gate.BUNDLED, gate.GATE_SET, args.device)
-    print(f"scoring {candidate} on the gate set ...")
-    scores = gate.score_weights(candidate, gate.GATE_SET, args.device)
+        print(f"scoring the bundled weights {gate.BUNDLED} on the gate and unseen sets ...")
+        current = gate.score_weights(gate.BUNDLED, gate.GATE_SET, args.device, unseen=gate.UNSEEN_SET)
+    print(f"scoring {candidate} on the gate and unseen sets ...")
+    scores = gate.score_weights(candidate, gate.GATE_SET, args.device, unseen=gate.UNSEEN_SET)
     ok, why = gate.better(scores, current)
-    print(f"bundled ({current_sha[:10]}):\n{scores_table(current)}\n\ncandidate:\n{scores_table(scores)}\n")
+    print(f"bundled ({current_sha[:10]}):\n{both_tables(current)}\n\ncandidate:\n{both_tables(scores)}\n")
     print(("BETTER: " if ok else "NOT BETTER: ") + why)
     if args.dry_run:
         return 0 if ok else 1

@@ -1,5 +1,9 @@
 """Evaluation-only rain and snow, built differently from the training engine (numpy + scipy, nothing else).
 
+Nothing in training imports this module (``tests/test_unseen.py`` checks it): it measures how the weights do on
+weather whose construction they have never seen, for ``benchmarks/unseen_eval.py`` and the bundle gate
+(:mod:`smartassign.gate`). :func:`unseen_set` makes the standard set from the held-out photographs.
+
 Four styles, each at three densities (``light``, ``medium``, ``heavy``). None of them reuses the training
 engine's construction (sparse impulses convolved with a Gaussian-profile streak kernel and screened on; snow as
 impulses convolved with soft-disc kernels and alpha-composited over a depth-based veil):
@@ -32,6 +36,7 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+from PIL import Image
 from scipy import ndimage
 from scipy.signal import fftconvolve
 from scipy.special import ndtri
@@ -360,4 +365,75 @@ def synthesize(clean: np.ndarray, style: str, density: str, rng: np.random.Gener
     return out, {"style": style, "task": task, "density": density, **params}
 
 
-__all__ = ["DENSITIES", "STYLES", "synthesize"]
+# ----------------------------------------------------------------------------- the set
+
+
+def crop(photo: np.ndarray, size: int, mode: str, rng: np.random.Generator) -> tuple[np.ndarray, list[float]]:
+    """A ``size`` square of ``photo`` (uint8), upscaled first if the photo is smaller; returns it and (y, x, scale)."""
+    h, w = photo.shape[:2]
+    scale = 1.0
+    if min(h, w) < size:
+        scale = size / min(h, w)
+        nw, nh = max(size, round(w * scale)), max(size, round(h * scale))
+        photo = np.asarray(Image.fromarray(photo).resize((nw, nh), Image.Resampling.LANCZOS))
+        h, w = photo.shape[:2]
+    if mode == "center":
+        y, x = (h - size) // 2, (w - size) // 2
+    else:
+        y, x = int(rng.integers(0, h - size + 1)), int(rng.integers(0, w - size + 1))
+    return np.ascontiguousarray(photo[y : y + size, x : x + size]), [y, x, scale]
+
+
+def unseen_set(
+    n: int = 8,
+    size: int = 256,
+    seed: int = 0,
+    styles: tuple[str, ...] | list[str] = tuple(STYLES),
+    crop_mode: str = "random",
+    max_side: int = 512,
+) -> list[dict[str, Any]]:
+    """``n`` images per style of the held-out photographs, degraded by :func:`synthesize`, in memory.
+
+    Image ``i`` of every style uses the same clean crop (photo ``i`` of a seeded permutation, cycling, at a seeded
+    position), so styles are compared on the same pictures; densities cycle light, medium, heavy over ``i``. Each
+    record has ``name``, ``style``, ``task``, ``density``, ``photo``, ``crop_yx_scale``, ``synth`` (parameters)
+    and the uint8 arrays ``input`` and ``target``. The same arguments give the same bytes on every machine.
+    """
+    from smartassign.data import clean_photos, load_downscaled
+    from smartassign.metrics import to_uint8
+
+    unknown = [s for s in styles if s not in STYLES]
+    if unknown or not styles:
+        raise ValueError(f"unknown styles {unknown}; choose from {', '.join(STYLES)}")
+    if n < 1 or size < 16 or crop_mode not in ("random", "center"):
+        raise ValueError(f"need n >= 1, size >= 16 and crop_mode random or center, got {n}, {size}, {crop_mode!r}")
+    photos = clean_photos("heldout")
+    order = np.random.default_rng([seed, 1]).permutation(len(photos))
+    crops = []
+    for i in range(n):
+        path = photos[int(order[i % len(photos)])]
+        clean, box = crop(load_downscaled(path, max_side), size, crop_mode, np.random.default_rng([seed, 2, i]))
+        crops.append((path, clean, box))
+    items = []
+    for si, style in enumerate(styles):
+        for i, (path, clean, box) in enumerate(crops):
+            density = DENSITIES[i % len(DENSITIES)]
+            degraded, params = synthesize(clean.astype(np.float32) / 255.0, style, density,
+                                          np.random.default_rng([seed, 3, si, i]))  # fmt: skip
+            items.append(
+                {
+                    "name": f"{style}-{density}-{i:02d}-{path.stem}",
+                    "style": style,
+                    "task": STYLES[style][0],
+                    "density": density,
+                    "photo": str(path),
+                    "crop_yx_scale": box,
+                    "synth": params,
+                    "input": to_uint8(degraded),
+                    "target": clean,
+                }
+            )
+    return items
+
+
+__all__ = ["DENSITIES", "STYLES", "crop", "synthesize", "unseen_set"]
