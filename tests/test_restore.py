@@ -27,7 +27,7 @@ from smartassign.data import clean_photos, degrade, load_rgb
 from smartassign.errors import ConfigError, ImageError, WeightsError
 from smartassign.io import read_image, write_image
 from smartassign.layers import ChannelAttention, ChannelGate
-from smartassign.metrics import score
+from smartassign.metrics import score, to_uint8
 from smartassign.restore import TLC_WINDOW, Restorer, blend_weights, resolve_device, tile_size, tile_starts
 
 RNG = np.random.default_rng(0)
@@ -266,6 +266,22 @@ def test_one_pass_drops_the_losing_head_once_the_tiles_left_cannot_change_the_de
     assert calls == [(auto.task,)] * tiles  # a chosen task: one head, no recognition
     np.testing.assert_array_equal(auto.image, given.image)
     assert (auto.task, auto.confidence) == pytest.approx(restorer.detect(image))
+
+
+def test_restore_each_gives_every_heads_picture_and_the_recognised_task_in_one_pass(
+    net: smartassign.SmartAssignNet, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    restorer = Restorer(net, device="cpu", tile=32, overlap=8)
+    image = RNG.integers(0, 256, (70, 90, 3), dtype=np.uint8)
+    calls: list[tuple[str, ...]] = []
+    forward = net.forward
+    monkeypatch.setattr(net, "forward", lambda x, tasks=None: calls.append(tuple(tasks or ())) or forward(x, tasks))
+    each, task, confidence = restorer.restore_each(image)
+    assert calls == [("rain", "snow", "recognition")] * len(restorer._tiles(70, 90))  # nothing dropped
+    auto = restorer.restore(image)
+    assert (task, confidence) == pytest.approx((auto.task, auto.confidence))
+    for t in ("rain", "snow"):
+        np.testing.assert_array_equal(to_uint8(each[t]), restorer.restore(image, t).image)
 
 
 def test_forward_computes_only_the_outputs_asked_for(net: smartassign.SmartAssignNet) -> None:

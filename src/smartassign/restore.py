@@ -151,7 +151,7 @@ def blend_weights(start: int, size: int, length: int, overlap: int) -> np.ndarra
     return w
 
 
-def _split(pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray | None, float]:
+def split_pixels(pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray | None, float]:
     """``(H, W[, C])`` pixels -> colour ``(H, W, 1 or 3)``, alpha ``(H, W, 1)`` or None, and the value of white."""
     if pixels.ndim == 2:
         pixels = pixels[..., None]
@@ -281,11 +281,11 @@ class Restorer:
         return [(rows, cols, wy, wx) for rows, wy in axes[0] for cols, wx in axes[1]]
 
     def _run(
-        self, colour: np.ndarray, scale: float, candidates: tuple[str, ...], restore: bool
+        self, colour: np.ndarray, scale: float, candidates: tuple[str, ...], restore: bool, drop: bool = True
     ) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
         """One pass over the tiles of ``(H, W, 1 or 3)`` pixels: ``(H, W, 3)`` float32 restorations in [0, 1] of the
-        candidates still able to win (none when ``restore`` is False), and the ``(2,)`` mean recognition
-        probabilities over the image (None with one candidate).
+        candidates still able to win (every candidate when ``drop`` is False; none when ``restore`` is False), and
+        the ``(2,)`` mean recognition probabilities over the image (None with one candidate).
 
         Each tile's probabilities count by its share of the image, the sum of its blend weights (all shares sum
         to ``H * W``). A candidate is dropped once it cannot win even if every tile left voted for it; the margin
@@ -309,7 +309,7 @@ class Restorer:
                 votes += share * result.logits[0].float().softmax(-1).cpu().numpy()
                 rain, snow = votes
                 lost = {"rain": rain + rest < snow - margin, "snow": snow + rest < rain - margin}
-                out = {t: acc for t, acc in out.items() if not lost[t]}
+                out = {t: acc for t, acc in out.items() if not (drop and lost[t])}
         for acc in out.values():
             np.clip(acc, 0.0, 1.0, out=acc)
         return out, (votes / votes.sum() if recognise else None)
@@ -319,7 +319,7 @@ class Restorer:
 
         The same tiles as :meth:`restore`, each weighted by the pixels it contributes; a recognition-only pass.
         """
-        colour, _, scale = _split(pil_to_array(image) if isinstance(image, Image.Image) else image)
+        colour, _, scale = split_pixels(pil_to_array(image) if isinstance(image, Image.Image) else image)
         candidates = self._candidates("auto")
         if len(candidates) == 1:
             return candidates[0], 1.0
@@ -328,11 +328,23 @@ class Restorer:
         index = int(probs.argmax())
         return TASKS[index], float(probs[index])
 
+    def restore_each(self, image: np.ndarray) -> tuple[dict[str, np.ndarray], str, float | None]:
+        """Every head's restoration of ``image`` (numpy ``(H, W, 3)``) in one pass, none dropped, as float32
+        ``(H, W, 3)`` in [0, 1]; and the task the recognition head picks with its probability (the only task and
+        None for a one-task model). For evaluation: the true head's and the recognised head's pictures at once."""
+        colour, _, scale = split_pixels(image)
+        candidates = self._candidates("auto") if len(self.tasks) > 1 else self.tasks
+        restorations, probs = self._run(colour, scale, candidates, restore=True, drop=False)
+        if probs is None:
+            return restorations, candidates[0], None
+        index = int(probs.argmax())
+        return restorations, TASKS[index], float(probs[index])
+
     def restore(self, image: ImageLike, task: str = "auto") -> Restored:
         """Restore ``image`` (numpy ``(H, W[, C])`` or PIL) for ``task`` (``auto``, ``rain`` or ``snow``)."""
         start = time.perf_counter()
         pixels = pil_to_array(image) if isinstance(image, Image.Image) else image
-        colour, alpha, scale = _split(pixels)
+        colour, alpha, scale = split_pixels(pixels)
         candidates = self._candidates(task)
         restorations, probs = self._run(colour, scale, candidates, restore=True)
         if probs is None:
@@ -355,6 +367,7 @@ __all__ = [
     "bundled_weights",
     "resolve_device",
     "set_local_statistics",
+    "split_pixels",
     "tile_size",
     "tile_starts",
     "trained_crop",

@@ -27,8 +27,7 @@ from smartassign.checkpoint import atomic_write_text
 from smartassign.errors import ConfigError, ImageError
 from smartassign.io import MAX_PIXELS, SUFFIX_FORMAT, WRITABLE, Picture, read_image, save_picture
 from smartassign.metrics import score, to_uint8
-from smartassign.restore import Restorer
-from smartassign.restore import _split as split_channels
+from smartassign.restore import Restorer, split_pixels
 
 FORMATS = {"jpeg": "JPEG", "png": "PNG", "webp": "WEBP", "tiff": "TIFF"}
 # Files read that are written in another format: multi-picture JPEG as JPEG, everything else as PNG.
@@ -246,7 +245,7 @@ def drop_earlier_outputs(
 
 def _rgb8(pixels: np.ndarray) -> np.ndarray:
     """``(H, W, 3)`` uint8 of any accepted pixels (gray repeated, alpha dropped), as the metrics take them."""
-    colour, _, scale = split_channels(pixels)
+    colour, _, scale = split_pixels(pixels)
     rgb = colour.astype(np.float32) / scale
     return to_uint8(np.repeat(rgb, 3, axis=2) if rgb.shape[2] == 1 else rgb)
 
