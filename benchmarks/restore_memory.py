@@ -37,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import cpu_name  # noqa: E402
 from smartassign import build_model  # noqa: E402
 from smartassign.checkpoint import save_weights  # noqa: E402
-from smartassign.data import clean_photos, degrade, load_rgb  # noqa: E402
+from smartassign.data import clean_photos, heldout_photo, weathered  # noqa: E402
 from smartassign.restore import Restorer, bundled_weights  # noqa: E402
 
 # The child: restore as the CLI does, then record its own peak RSS (KiB on Linux) for the parent.
@@ -59,28 +59,6 @@ def synthetic_photo(width: int, height: int, seed: int = 0) -> np.ndarray:
         streaks = (rng.random((height // 8, width)) > 0.995).repeat(8, axis=0)[:height] * 0.3
         photo[..., c] = (np.clip(channel + streaks, 0, 1) * 255).astype(np.uint8)
     return photo
-
-
-def weathered(clean: np.ndarray, task: str, seed: int) -> np.ndarray:
-    """uint8 ``(H, W, 3)`` with rain or snow from the synthetic engine, made at the image's own size."""
-    x = torch.from_numpy(clean.astype(np.float32) / 255).permute(2, 0, 1)[None].contiguous()
-    with torch.no_grad():
-        out = degrade(x, task, seeds=[seed])[0][0]
-    return (out.permute(1, 2, 0).numpy() * 255 + 0.5).astype(np.uint8)
-
-
-def enlarged(index: int, width: int, height: int) -> np.ndarray:
-    """Held-out photo ``index`` enlarged (bicubic) to cover ``width x height`` and centre-cropped to it."""
-    photo = Image.fromarray((load_rgb(clean_photos("heldout")[index]) * 255 + 0.5).astype(np.uint8))
-    scale = max(width / photo.width, height / photo.height)
-    photo = photo.resize((math.ceil(photo.width * scale), math.ceil(photo.height * scale)), Image.BICUBIC)
-    x0, y0 = (photo.width - width) // 2, (photo.height - height) // 2
-    return np.asarray(photo.crop((x0, y0, x0 + width, y0 + height)))
-
-
-def native(index: int) -> np.ndarray:
-    """Held-out photo ``index`` at its own size, uint8."""
-    return (load_rgb(clean_photos("heldout")[index]) * 255 + 0.5).astype(np.uint8)
 
 
 def box_filtered(image: np.ndarray, side: int) -> np.ndarray:
@@ -153,8 +131,8 @@ def heldout_run(args: argparse.Namespace, width: int, height: int) -> dict[str, 
     print("|---|---|---|---|---|---:|---:|")
     for index in args.photos:
         for seed, task in enumerate(("rain", "snow")):
-            small = weathered(native(index), task, seed)
-            large = weathered(enlarged(index, width, height), task, seed)
+            small = weathered(heldout_photo(index), task, seed)
+            large = weathered(heldout_photo(index, width, height), task, seed)
             own, lowres = restorer.detect(small), restorer.detect(box_filtered(large, args.lowres))
             with tempfile.TemporaryDirectory() as tmp:
                 folder = Path(tmp)

@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import cpu_name  # noqa: E402
 from smartassign import load  # noqa: E402
 from smartassign.config import TASKS  # noqa: E402
-from smartassign.data import clean_photos, degrade, load_rgb  # noqa: E402
+from smartassign.data import clean_photos, heldout_photo, weathered  # noqa: E402
 from smartassign.data.synthset import write_synthetic_set  # noqa: E402
 from smartassign.io import read_image  # noqa: E402
 from smartassign.metrics import mean_scores, score  # noqa: E402
@@ -49,13 +49,10 @@ def crops(n: int, size: int, folder: Path) -> list[tuple[str, str, np.ndarray, n
 def whole_photos() -> list[tuple[str, str, np.ndarray, np.ndarray]]:
     """Every held-out photo at its own size, with rain and with snow (seed 0)."""
     pairs = []
-    for path in clean_photos("heldout"):
-        clean = load_rgb(path)
+    for index, path in enumerate(clean_photos("heldout")):
+        clean = heldout_photo(index)
         for task in TASKS:
-            with torch.no_grad():
-                degraded = degrade(torch.from_numpy(clean).permute(2, 0, 1)[None].contiguous(), task, seeds=[0])[0]
-            pixels = (degraded[0].permute(1, 2, 0).numpy() * 255 + 0.5).astype(np.uint8)
-            pairs.append((f"{path.name} {task}", task, pixels, (clean * 255 + 0.5).astype(np.uint8)))
+            pairs.append((f"{path.name} {task}", task, weathered(clean, task, 0), clean))
     return pairs
 
 

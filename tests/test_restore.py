@@ -9,7 +9,6 @@ from __future__ import annotations
 import errno
 import itertools
 import json
-import math
 import re
 from pathlib import Path
 
@@ -23,7 +22,7 @@ from smartassign import build_model, model_config
 from smartassign.checkpoint import save_weights
 from smartassign.cli import main
 from smartassign.config import TASKS
-from smartassign.data import clean_photos, degrade, load_rgb
+from smartassign.data import heldout_photo, weathered
 from smartassign.errors import ConfigError, ImageError, WeightsError
 from smartassign.io import read_image, write_image
 from smartassign.layers import ChannelAttention, ChannelGate
@@ -361,17 +360,6 @@ def test_tlc_window_is_the_training_crop_of_the_weights(tmp_path: Path, net: sma
 # --- the bundled weights on held-out photos -----------------------------------------------------------------------
 
 
-def held_out_photo(index: int, width: int, height: int, task: str, seed: int = 0) -> np.ndarray:
-    """Held-out photo ``index`` enlarged (bicubic) to cover ``width x height``, cropped, with synthetic rain or
-    snow made at that size: uint8 ``(height, width, 3)``."""
-    photo = Image.fromarray((load_rgb(clean_photos("heldout")[index]) * 255 + 0.5).astype(np.uint8))
-    scale = max(width / photo.width, height / photo.height)
-    photo = photo.resize((math.ceil(photo.width * scale), math.ceil(photo.height * scale)), Image.BICUBIC)
-    clean = torch.from_numpy(np.asarray(photo)[:height, :width].astype(np.float32) / 255).permute(2, 0, 1)
-    degraded = degrade(clean[None].contiguous(), task, seeds=[seed])[0][0]
-    return (degraded.permute(1, 2, 0).numpy() * 255 + 0.5).astype(np.uint8)
-
-
 @pytest.fixture(scope="module")
 def bundled() -> smartassign.SmartAssignNet:
     """The bundled ``small`` network."""
@@ -381,7 +369,7 @@ def bundled() -> smartassign.SmartAssignNet:
 def test_tiles_no_longer_change_the_result_with_the_bundled_weights(bundled: smartassign.SmartAssignNet) -> None:
     """Whole image against the default tiling (512 / 32: two tiles of 336 here) within half a uint8 level on
     average; with global pools the tiles differ by about 4x that (docs/PERFORMANCE.md)."""
-    image = held_out_photo(3, 640, 320, "rain")
+    image = weathered(heldout_photo(3, 640, 320), "rain")
     whole = Restorer(bundled, device="cpu", tile=0).restore(image, "rain").image.astype(np.float32)
     tiled = Restorer(bundled, device="cpu").restore(image, "rain").image.astype(np.float32)
     assert np.abs(whole - image).mean() > 5  # the network really restores the photo

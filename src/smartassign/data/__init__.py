@@ -13,6 +13,7 @@ from smartassign.data.mixed import (
     SyntheticPairs,
     mixed_loader,
 )
+from smartassign.data.synthset import heldout_photo, weathered
 
 __all__ = [
     "ARCHIVES",
@@ -29,7 +30,9 @@ __all__ = [
     "degrade",
     "clean_photos",
     "fetch",
+    "heldout_photo",
     "load_downscaled",
     "load_rgb",
     "mixed_loader",
+    "weathered",
 ]

@@ -96,3 +96,29 @@ def write_synthetic_set(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out / MANIFEST
+
+
+def heldout_photo(index: int, width: int | None = None, height: int | None = None) -> np.ndarray:
+    """Held-out photo ``index`` as uint8 ``(H, W, 3)``: at its own size, or enlarged (bicubic) to cover
+    ``width x height`` and centre-cropped to it (a user's large photo, for benchmarks and tests)."""
+    from smartassign.data.corpus import load_rgb
+
+    photo = Image.fromarray((load_rgb(clean_photos("heldout")[index]) * 255 + 0.5).astype(np.uint8))
+    if width is None or height is None:
+        return np.asarray(photo)
+    scale = max(width / photo.width, height / photo.height)
+    photo = photo.resize((int(np.ceil(photo.width * scale)), int(np.ceil(photo.height * scale))), Image.BICUBIC)
+    x0, y0 = (photo.width - width) // 2, (photo.height - height) // 2
+    return np.asarray(photo.crop((x0, y0, x0 + width, y0 + height)))
+
+
+def weathered(clean: np.ndarray, task: str, seed: int = 0, mix: str = "mixed") -> np.ndarray:
+    """uint8 ``clean`` with the engine's rain or snow made at the image's own size (seed ``seed``), uint8."""
+    import torch
+
+    from smartassign.data.engine import degrade
+
+    x = torch.from_numpy(clean.astype(np.float32) / 255).permute(2, 0, 1)[None].contiguous()
+    with torch.no_grad():
+        out = degrade(x, task, seeds=[seed], cfg=mix)[0][0]  # type: ignore[arg-type]
+    return (out.permute(1, 2, 0).numpy() * 255 + 0.5).astype(np.uint8)
