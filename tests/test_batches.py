@@ -36,3 +36,28 @@ def test_same_step_same_batch_other_step_or_rank_differs(source):
 def test_batch_size_must_split_between_tasks():
     with pytest.raises(ConfigError, match="multiple"):
         SyntheticBatches(clean_photos("heldout")[:1], crop=32, batch_size=3, seed=0)
+
+
+def test_progressive_crops_switch_side_at_their_steps_and_stay_reproducible():
+    photos = clean_photos("heldout")[:3]
+    grow = SyntheticBatches(photos, crop=32, batch_size=2, seed=0, crops=[(3, 40), (0, 24), (6, 48)])
+    assert [grow.crop_at(k) for k in (0, 2, 3, 5, 6, 100)] == [24, 24, 40, 40, 48, 48]
+    assert grow.batch(4)["input"].shape == (2, 3, 40, 40) and grow.batch(7)["target"].shape == (2, 3, 48, 48)
+    assert torch.equal(grow.batch(4)["input"], grow.batch(4)["input"])
+    plain = SyntheticBatches(photos, crop=40, batch_size=2, seed=0)
+    assert torch.equal(grow.batch(4)["target"], plain.batch(4)["target"])  # the same crops as a fixed-side run
+
+
+def test_progressive_config_is_checked_and_sets_the_tlc_window(tmp_path):
+    from smartassign.checkpoint import save_weights
+    from smartassign.config import DataConfig
+    from smartassign.model import build_model
+    from smartassign.restore import trained_crop
+
+    assert DataConfig(crop=96, progressive=((0.0, 96), (0.5, 128))).final_crop == 128
+    for bad in (((0.5, 96), (0.2, 128)), ((0.0, 96), (1.0, 128)), ((0.0, 8),)):
+        with pytest.raises(ConfigError, match="progressive"):
+            DataConfig(progressive=bad)
+    save_weights(build_model("tiny"), tmp_path / "w.safetensors",
+                 {"experiment": {"data": {"crop": 96, "progressive": [[0.0, 96], [0.7, 160]]}}})  # fmt: skip
+    assert trained_crop(tmp_path / "w.safetensors") == 160

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import os
 import subprocess
@@ -26,7 +27,7 @@ from smartassign.checkpoint import (
     save_weights,
 )
 from smartassign.cli import main
-from smartassign.config import VARIANTS, experiment_to_dict, load_experiment
+from smartassign.config import VARIANTS, DataConfig, experiment_to_dict, load_experiment
 from smartassign.data.mixed import PAPER_PAIRINGS
 from smartassign.errors import ConfigError, TrainingError
 from smartassign.metrics import score
@@ -393,3 +394,25 @@ def test_init_flag_sets_the_warm_start_and_a_missing_file_is_one_line(tmp_path, 
     assert main(args) != 0
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("smartassign: error:") and str(missing) in err[-1]
+
+
+def test_progressive_crops_reach_the_batches_at_their_fraction_of_the_run(tmp_path, monkeypatch):
+    import smartassign.data as data_pkg
+
+    made: list[int] = []
+    real = data_pkg.SyntheticBatches
+
+    class Spy(real):  # type: ignore[misc, valid-type]
+        def batch(self, step: int) -> dict:
+            made.append(self.crop_at(step))
+            return super().batch(step)
+
+    monkeypatch.setattr(data_pkg, "SyntheticBatches", Spy)
+    exp = tiny_experiment(tmp_path / "run", steps=4, val_every=100, sample_every=100, ckpt_every=100)
+    exp = dataclasses.replace(exp, data=DataConfig(kind="synthetic", crop=32, workers=0, val_pairs=0,
+                                                   progressive=((0.0, 16), (0.5, 32))))  # fmt: skip
+    fit(exp)
+    assert made[:4] == [16, 16, 32, 32]
+    paired = dataclasses.replace(exp, data=DataConfig(kind="paired", progressive=((0.0, 16),)))
+    with pytest.raises(ConfigError, match="progressive"):
+        fit(paired)

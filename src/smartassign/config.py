@@ -288,11 +288,28 @@ class DataConfig:
     val_pairs: int = 16  # validation images per task (paired: the first N by name; 0 = all)
     val_crop: int = 0  # centre-crop validation images to this side; 0 = whole images (synthetic: ``crop``)
     degradation: str = "mixed"  # synthetic: a named mix of DEGRADATION_MIXES
+    # Progressive crops (synthetic batches): (fraction of train.steps, side) pairs, e.g. [[0, 96], [0.6, 128],
+    # [0.85, 160]]: from that point of the run the crops have that side; () = ``crop`` throughout.
+    progressive: tuple[tuple[float, int], ...] = ()
+
+    @property
+    def final_crop(self) -> int:
+        """The side of the last training crops: what TLC pools over at inference."""
+        return self.progressive[-1][1] if self.progressive else self.crop
 
     def __post_init__(self) -> None:
         if self.kind not in ("synthetic", "paired"):
             raise ConfigError(f"data.kind must be 'synthetic' or 'paired', got {self.kind!r}")
         degradation_mix(self.degradation)
+        starts = [f for f, _ in self.progressive]
+        if self.progressive and (
+            not 0 <= starts[0] or starts[-1] >= 1 or starts != sorted(set(starts))
+            or any(side < 16 for _, side in self.progressive)
+        ):  # fmt: skip
+            raise ConfigError(
+                f"data.progressive must be (fraction, side) pairs with increasing fractions in [0, 1) and sides >= 16,"
+                f" got {self.progressive}"
+            )
         if self.crop < 16 or self.workers < 0 or self.synthetic_pairs < 1 or self.val_pairs < 0 or self.val_crop < 0:
             raise ConfigError(
                 "data: need crop >= 16, workers >= 0, synthetic_pairs >= 1, val_pairs >= 0 and val_crop >= 0"

@@ -85,8 +85,11 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
 
 
 def trained_crop(path: str | Path) -> int:
-    """The training crop recorded in the sidecar of weights ``path`` (``experiment.data.crop``), else TLC_WINDOW."""
-    crop = read_sidecar(Path(path)).get("experiment", {}).get("data", {}).get("crop")
+    """The last training crop recorded in the sidecar of weights ``path`` (the last side of
+    ``experiment.data.progressive``, else ``experiment.data.crop``), else TLC_WINDOW."""
+    data = read_sidecar(Path(path)).get("experiment", {}).get("data", {})
+    progressive = data.get("progressive") or []
+    crop = progressive[-1][1] if progressive and isinstance(progressive[-1], (list, tuple)) else data.get("crop")
     return crop if isinstance(crop, int) and not isinstance(crop, bool) and crop > 0 else TLC_WINDOW
 
 

@@ -149,7 +149,7 @@ def build_data(cfg: DataConfig, tasks: tuple[str, ...], seed: int) -> TrainData:
         val: dict[str, Dataset] = {}
         if cfg.val_pairs:
             # Held-out photos: validation never scores a scene the network trained on.
-            held, side = clean_photos("heldout"), cfg.val_crop or cfg.crop
+            held, side = clean_photos("heldout"), cfg.val_crop or cfg.final_crop
             val = {
                 t: SyntheticPairs(held, t, crop=side, length=cfg.val_pairs, seed=seed, augment=False,
                                   degradation=cfg.degradation)
@@ -682,10 +682,13 @@ def _data_stream(
         from smartassign.data import SyntheticBatches, clean_photos
 
         photos = photo_folder(exp.data.photos) if exp.data.photos else clean_photos("train")
+        crops = [(int(f * cfg.steps), side) for f, side in exp.data.progressive]
         source = SyntheticBatches(photos, exp.data.crop, cfg.batch_size, cfg.seed, device, exp.data.degradation,
-                                  rank=procs.rank, world_size=procs.world_size)  # fmt: skip
+                                  rank=procs.rank, world_size=procs.world_size, crops=crops)  # fmt: skip
         val = build_data(dataclasses.replace(exp.data, synthetic_pairs=1), exp.model.tasks, cfg.seed).val
         return synthetic_stream(source, state), val, f"synthetic batches of {cfg.batch_size} made on {device}"
+    if exp.data.progressive:
+        raise ConfigError("data.progressive needs synthetic training data of both tasks (batches made on the device)")
     data = data or build_data(exp.data, exp.model.tasks, cfg.seed)
     loader = build_loader(data.train, cfg.batch_size, cfg.seed, exp.data.workers, procs)
     per_epoch = len(loader.batch_sampler.batches)  # type: ignore[union-attr]

@@ -38,7 +38,9 @@ class SyntheticBatches:
         rank: int = 0,
         world_size: int = 1,
         max_side: int = 768,
+        crops: Sequence[tuple[int, int]] = (),
     ) -> None:
+        """``crops``: progressive crop sides as (first step, side) pairs; before the first (or without): ``crop``."""
         if not photos:
             raise DataError("no clean photographs for synthetic training")
         if batch_size < len(tasks) or batch_size % len(tasks):
@@ -48,7 +50,8 @@ class SyntheticBatches:
         self.rank, self.world_size = rank, world_size
         self.cfg = degradation_mix(degradation) if isinstance(degradation, str) else degradation
         self.tasks = list(tasks)
-        side = max(max_side, crop)
+        self.crops = sorted((int(k), int(c)) for k, c in crops)
+        side = max(max_side, crop, *(c for _, c in self.crops))
         self.photos = [
             torch.from_numpy(load_downscaled(p, side)).permute(2, 0, 1).contiguous().to(self.device) for p in photos
         ]
@@ -59,20 +62,29 @@ class SyntheticBatches:
         base = ((self.seed * 1_000_003 + step) * 4099 + self.rank) * 257
         return (torch.arange(self.batch_size, dtype=torch.int64) + base) & 0xFFFFFFFF
 
-    def clean(self, seeds: torch.Tensor) -> torch.Tensor:
-        """Random clean crops ``(B, 3, crop, crop)`` float in [0, 1], one per seed."""
+    def crop_at(self, step: int) -> int:
+        """The crop side of batch ``step``."""
+        side = self.crop
+        for first, c in self.crops:
+            if step >= first:
+                side = c
+        return side
+
+    def clean(self, seeds: torch.Tensor, crop: int | None = None) -> torch.Tensor:
+        """Random clean crops ``(B, 3, crop, crop)`` float in [0, 1] (default side ``self.crop``), one per seed."""
+        crop = crop or self.crop
         u = uniform(seeds, _S_CROP, (12,), torch.device("cpu")).tolist()
         out = []
         for r in u:
             photo = self.photos[int(r[0] * len(self.photos))]
             h, w = photo.shape[-2:]
             zoom = 0.5 + 0.5 * r[1]  # up to 2x less magnification: more distinct crops from few photos
-            side = min(max(round(self.crop / zoom), self.crop), h, w)
+            side = min(max(round(crop / zoom), crop), h, w)
             y, x = int(r[2] * (h - side + 1)), int(r[3] * (w - side + 1))
             patch = photo[:, y : y + side, x : x + side].float()[None] / 255
-            if side != self.crop:
-                mode = "area" if side > self.crop else "bilinear"
-                patch = F.interpolate(patch, size=(self.crop, self.crop), mode=mode)
+            if side != crop:
+                mode = "area" if side > crop else "bilinear"
+                patch = F.interpolate(patch, size=(crop, crop), mode=mode)
             if r[4] < 0.5:
                 patch = patch.flip(-1)
             if r[5] < 0.5:
@@ -94,7 +106,7 @@ class SyntheticBatches:
     def batch(self, step: int) -> dict[str, Any]:
         """Batch ``step``: degraded ``input`` and clean ``target`` on the 8-bit grid, ``label`` (B,)."""
         seeds = self.seeds(step)
-        target = self.clean(seeds)
+        target = self.clean(seeds, self.crop_at(step))
         target = torch.round(target * 255) / 255
         per = self.batch_size // len(self.tasks)
         tasks = [t for t in self.tasks for _ in range(per)]
