@@ -250,6 +250,8 @@ DEGRADATION_MIXES: dict[str, DegradationConfig] = {
     "heavy": DegradationConfig(amount=(0.65, 1.0), rain_layers=(2, 4), rain_veil_p=0.9, snow_veil_p=0.9),
     # Training crops: `mixed` without its near-invisible tail, sized as pieces of 192-768 px pictures.
     "broad": DegradationConfig(amount=(0.3, 1.0), scene_side=(192.0, 768.0)),
+    # Training crops: all of `mixed` (drizzle included, so light rain is not over-corrected), sized like `broad`.
+    "scene": DegradationConfig(scene_side=(192.0, 768.0)),
 }
 
 
