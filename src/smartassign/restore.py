@@ -295,7 +295,7 @@ class Restorer:
         keeps rounding from dropping the winner (ties go to rain, as argmax does).
         """
         h, w = colour.shape[:2]
-        recognise = len(candidates) > 1
+        recognise = len(candidates) > 1 and self.model.recognizer is not None
         out = {t: np.zeros((h, w, 3), dtype=np.float32) for t in candidates} if restore else {}
         tiles = self._tiles(h, w)
         shares = np.array([float(wy.sum()) * float(wx.sum()) for *_, wy, wx in tiles])
@@ -331,15 +331,15 @@ class Restorer:
         index = int(probs.argmax())
         return TASKS[index], float(probs[index])
 
-    def restore_each(self, image: np.ndarray) -> tuple[dict[str, np.ndarray], str, float | None]:
+    def restore_each(self, image: np.ndarray) -> tuple[dict[str, np.ndarray], str | None, float | None]:
         """Every head's restoration of ``image`` (numpy ``(H, W, 3)``) in one pass, none dropped, as float32
-        ``(H, W, 3)`` in [0, 1]; and the task the recognition head picks with its probability (the only task and
-        None for a one-task model). For evaluation: the true head's and the recognised head's pictures at once."""
+        ``(H, W, 3)`` in [0, 1]; and the task the recognition head picks with its probability (a one-task model:
+        its task and None; two tasks without a recognition head: None, None). For evaluation: the true head's and
+        the recognised head's pictures at once."""
         colour, _, scale = split_pixels(image)
-        candidates = self._candidates("auto") if len(self.tasks) > 1 else self.tasks
-        restorations, probs = self._run(colour, scale, candidates, restore=True, drop=False)
+        restorations, probs = self._run(colour, scale, self.tasks, restore=True, drop=False)
         if probs is None:
-            return restorations, candidates[0], None
+            return restorations, (self.tasks[0] if len(self.tasks) == 1 else None), None
         index = int(probs.argmax())
         return restorations, TASKS[index], float(probs[index])
 
