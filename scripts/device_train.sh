@@ -22,8 +22,8 @@ PY=${PY:-python3}
 RUN="$OUT/run"
 export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}" SMARTASSIGN_CACHE="${TMPDIR:-/tmp}/smartassign-cache"
 nvidia-smi --query-gpu=name,memory.used,memory.total --format=csv 2>/dev/null || true
-"$PY" -m smartassign.cli train --config configs/continue_small.yaml --init "$INIT" \
-    data.photos=.carry/photos data.val_pairs=0 data.crop="$CROP" train.batch_size="$BATCH" \
+"$PY" -m smartassign train --config configs/continue_small.yaml --init "$INIT" \
+    data.photos=.carry/photos data.val_pairs=0 data.crop="$CROP" "data.progressive=[]" train.batch_size="$BATCH" \
     train.device="$DEVICE" train.steps="$STEPS" train.time_limit_min="$MINUTES" train.out_dir="$RUN" \
     train.warmup_steps=200 train.ckpt_every=500 train.log_every=50 train.tensorboard=false train.progress=false
 # The last checkpoint holds the EMA (state file); keep only what comes back: float16 EMA weights + logs.
