@@ -3,7 +3,7 @@
 The degradations come from ``smartassign.unseen`` (numpy/scipy, built differently from the training
 engine; see ``benchmarks/unseen/README.md``); the photos are the ``heldout`` split, never trained on. The set is
 built at run time, written as ``OUT/{rain,snow}/{input,target}/NAME.png`` (the generic layout), then every input
-is restored twice: (a) with the task the recognition head picks (what a user gets) and (b) with the true task.
+is restored in one pass giving (a) the task the recognition head picks (what a user gets) and (b) the true task.
 
     # full run at defaults (4 styles x 8 images, 256 px, one CPU thread): a few minutes
     nice -n 19 .venv/bin/python benchmarks/unseen_eval.py --grid runs/unseen_grid.png
@@ -40,9 +40,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import smartassign  # noqa: E402
 import smartassign.unseen  # noqa: E402
 from _common import cpu_name  # noqa: E402
-from smartassign.metrics import score  # noqa: E402
 from smartassign.restore import bundled_weights  # noqa: E402
-from smartassign.unseen import DENSITIES, STYLES, unseen_set  # noqa: E402
+from smartassign.unseen import DENSITIES, STYLES, score_item, unseen_set  # noqa: E402
 
 log = logging.getLogger("unseen_eval")
 TASK_ORDER = ("rain", "snow")
@@ -122,35 +121,26 @@ def build_set(args: argparse.Namespace, styles: list[str]) -> list[dict[str, Any
 
 
 def evaluate(restorer: smartassign.Restorer, items: list[dict[str, Any]], keep_for_grid: set[str]) -> None:
-    """Restore every item (auto-detected task, then the true one) and add its scores to the record in place."""
+    """Restore every item in one pass (:func:`smartassign.unseen.score_item`: the auto-detected task's picture and
+    the true task's) and add its scores to the record in place."""
     for k, it in enumerate(items):
-        inp, tgt = it["_input"], it["_target"]
-        it["input"] = score(inp, tgt).as_dict()
-        auto = restorer.restore(inp)  # task="auto": detection + restoration, as a user gets it
-        it["detected"] = auto.task
-        it["confidence"] = auto.confidence
-        it["correct"] = auto.task == it["task"]
-        it["auto"] = {**score(auto.image, tgt).as_dict(), "seconds": auto.seconds}
-        if it["correct"]:
-            it["true"] = dict(it["auto"])
-            it["true_is_auto"] = True
-        else:
-            forced = restorer.restore(inp, task=it["task"])
-            it["true"] = {**score(forced.image, tgt).as_dict(), "seconds": forced.seconds}
-            it["true_is_auto"] = False
+        got = score_item(restorer, it["_input"], it["_target"], it["task"])
+        auto_image = got.pop("auto_image")
+        it.update(got)
+        it["true_is_auto"] = it["correct"]
         if it["name"] in keep_for_grid:
-            it["_restored"] = auto.image
+            it["_restored"] = auto_image
         log.info(
             "[%d/%d] %s: detected %s (%.2f), PSNR-Y %.2f -> %.2f (auto) / %.2f (true task), %.1fs",
             k + 1,
             len(items),
             it["name"],
-            auto.task,
-            auto.confidence or 1.0,
+            it["detected"],
+            it["confidence"] or 1.0,
             it["input"]["psnr_y"],
             it["auto"]["psnr_y"],
             it["true"]["psnr_y"],
-            auto.seconds,
+            it["auto"]["seconds"],
         )
 
 

@@ -82,17 +82,14 @@ def sha256(path: Path) -> str:
 def score_unseen(weights: Path, which: UnseenSet = UNSEEN_SET, device: str = "cpu") -> dict[str, Any]:
     """``weights`` on the unseen set, restored as a user gets it (``task="auto"``, TLC over the weights' crop): per
     task the mean input and restored PSNR-Y, the gain, and how often the recognised task was the true one."""
-    from smartassign.metrics import score
     from smartassign.restore import Restorer
-    from smartassign.unseen import unseen_set
+    from smartassign.unseen import score_item, unseen_set
 
     restorer = Restorer.from_weights(Path(weights), device)
     rows: dict[str, list[tuple[float, float, bool]]] = {t: [] for t in TASKS}
     for it in unseen_set(which.n, which.size, which.seed):
-        got = restorer.restore(it["input"])
-        rows[it["task"]].append(
-            (score(it["input"], it["target"]).psnr_y, score(got.image, it["target"]).psnr_y, got.task == it["task"])
-        )
+        got = score_item(restorer, it["input"], it["target"], it["task"])
+        rows[it["task"]].append((got["input"]["psnr_y"], got["auto"]["psnr_y"], got["correct"]))
     out: dict[str, Any] = {"set": which.as_dict()}
     for task, r in rows.items():
         n = len(r)
