@@ -253,7 +253,7 @@ def weather_scale(seeds: torch.Tensor, h: int, w: int, cfg: DegradationConfig, d
     b = seeds.shape[0]
     lo, hi = cfg.scene_side
     if hi <= 0:
-        return torch.full((b,), max(min(h, w) / 256.0, 0.25), device=device)
+        return torch.full((b,), scale_bound(h, w, cfg), device=device)  # one size: the bound itself
     u = uniform(seeds, _S_SCENE, (1,), device)[:, 0]
     side = torch.exp(math.log(lo) + (math.log(hi) - math.log(lo)) * u)
     return (side / 256.0).clamp(min=0.25)
