@@ -54,7 +54,7 @@ def test_generator_draws_reproducible_seeds(clean):
     assert torch.equal(a, b) and torch.equal(pa["seed"], pb["seed"])
 
 
-@pytest.mark.parametrize("mix", ["mixed", "broad"])
+@pytest.mark.parametrize("mix", ["mixed", "broad", "wide"])
 @pytest.mark.parametrize("task", ["rain", "snow"])
 def test_batched_and_one_by_one_are_identical(task, mix, clean):
     together, _ = degrade(clean, task, seeds=[11, 12, 13, 14], cfg=mix)
@@ -163,6 +163,44 @@ def test_large_flake_class_present_at_its_rate():
         cfg = dataclasses.replace(WEATHER_ONLY, snow_near=(*WEATHER_ONLY.snow_near[:4], p_near))
         _, params = add_snow(flat, torch.arange(64), cfg)
         assert lo <= params["near"].mean().item() <= hi
+
+
+def test_snow_breadth_adds_to_the_three_classes_without_moving_them():
+    """The speckle class and clustering draw from their own table: off, the pixels are those of the plain config;
+    speckle on only adds matte (brighter on a dark scene, never darker) and covers many more small marks."""
+    dark = torch.full((8, 3, 64, 64), 0.1)
+    base = dataclasses.replace(WEATHER_ONLY, snow_veil_p=0.0)
+    plain, p_plain = add_snow(dark, torch.arange(8), base)
+    off, _ = add_snow(dark, torch.arange(8), dataclasses.replace(base, snow_speckle=(0.25, 0.8, 80.0, 1500.0, 0.0)))
+    assert torch.equal(plain, off) and "speckle" not in p_plain
+    speckle_cfg = dataclasses.replace(base, snow_speckle=(0.25, 0.8, 400.0, 1500.0, 1.0))
+    speckled, p_sp = add_snow(dark, torch.arange(8), speckle_cfg)
+    assert p_sp["speckle"].tolist() == [1.0] * 8 and torch.equal(p_sp["amount"], p_plain["amount"])
+    assert (speckled >= plain - 1e-6).all()
+    marks = lambda img: ndimage.label((img[:, 0] > 0.3).numpy())[1]  # noqa: E731 — connected bright marks
+    assert marks(speckled) > 1.5 * marks(plain)
+
+
+def test_cluster_field_clumps_flakes_and_keeps_their_mean():
+    flat = torch.full((16, 3, 96, 96), 0.2)
+    base = dataclasses.replace(
+        WEATHER_ONLY, amount=(0.5, 0.5), snow_veil_p=0.0, snow_motion_p=0.0, snow_far=(0.5, 0.6, 600.0, 600.0, 1.0),
+        snow_mid=(*WEATHER_ONLY.snow_mid[:4], 0.0), snow_near=(*WEATHER_ONLY.snow_near[:4], 0.0),
+    )  # one class of small flakes at one density
+    clumped_cfg = dataclasses.replace(
+        base, snow_cluster_p=1.0, snow_cluster_px=(6.0, 6.0), snow_cluster_sigma=(1.5, 1.5)
+    )
+
+    def block_stats(img: torch.Tensor) -> tuple[float, float]:
+        cover = torch.nn.functional.avg_pool2d((img[:, :1] - 0.2).clamp(min=0), 16).flatten(1)  # per 16² block
+        return cover.mean().item(), (cover.std(dim=1) / cover.mean(dim=1)).mean().item()  # spread within a sample
+
+    even_mean, even_cv = block_stats(add_snow(flat, torch.arange(16), base)[0])
+    clumped_mean, clumped_cv = block_stats(add_snow(flat, torch.arange(16), clumped_cfg)[0])
+    assert clumped_cv > 2 * even_cv  # clumps and gaps, not an even sprinkle
+    assert 0.5 * even_mean < clumped_mean < 1.3 * even_mean  # about the same snow in all (overlaps merge some)
+    with pytest.raises(ConfigError, match="snow_cluster"):
+        DegradationConfig(snow_cluster_p=1.5)
 
 
 def test_snow_brightens_a_dark_scene_and_rain_layers_follow_config():

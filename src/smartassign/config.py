@@ -221,6 +221,17 @@ class DegradationConfig:
     snow_wind_deg: tuple[float, float] = (-45.0, 45.0)
     snow_veil_p: float = 0.7
     snow_veil_beta: tuple[float, float] = (0.05, 1.2)
+    # Breadth beyond the three classes (off in the evaluation mixes, so their sets keep their pixels):
+    # a fourth class of dense, bright, near-sub-pixel flakes in direct light (snowfall that reads as a speckle
+    # field rather than as separate flakes; same 5-tuple as the classes above) ...
+    snow_speckle: tuple[float, float, float, float, float] = (0.25, 0.8, 80.0, 1500.0, 0.0)
+    # ... and turbulent clustering: with probability ``snow_cluster_p`` every class's flake density is modulated by
+    # a log-normal field exp(σ·g − σ²/2) (g a smooth unit Gaussian field of correlation length ``snow_cluster_px``,
+    # log-uniform px of a 256-pixel image; σ uniform in ``snow_cluster_sigma``): clumps, gusts, overlapping flakes
+    # that merge into irregular non-convex blobs.
+    snow_cluster_p: float = 0.0
+    snow_cluster_px: tuple[float, float] = (1.5, 24.0)
+    snow_cluster_sigma: tuple[float, float] = (0.5, 1.6)
     # camera, both tasks
     blur_p: float = 0.2
     blur_sigma: tuple[float, float] = (0.3, 1.2)
@@ -240,6 +251,11 @@ class DegradationConfig:
             raise ConfigError(f"degradation.rain_layers must be 1 <= lo <= hi, got {self.rain_layers}")
         if self.scene_side != (0.0, 0.0) and not 0 < self.scene_side[0] <= self.scene_side[1]:
             raise ConfigError(f"degradation.scene_side must be (0, 0) or 0 < lo <= hi, got {self.scene_side}")
+        if not (0 <= self.snow_cluster_p <= 1 and 0 < self.snow_cluster_px[0] <= self.snow_cluster_px[1]):
+            raise ConfigError(
+                f"degradation: snow_cluster_p must be in [0, 1] and 0 < snow_cluster_px lo <= hi, got"
+                f" {self.snow_cluster_p} and {self.snow_cluster_px}"
+            )
         if self.rain_sublayers < 1 or self.snow_shapes < 1 or not self.resample_factors:
             raise ConfigError("degradation: rain_sublayers, snow_shapes and resample_factors must be positive")
 
@@ -252,6 +268,10 @@ DEGRADATION_MIXES: dict[str, DegradationConfig] = {
     "broad": DegradationConfig(amount=(0.3, 1.0), scene_side=(192.0, 768.0)),
     # Training crops: all of `mixed` (drizzle included, so light rain is not over-corrected), sized like `broad`.
     "scene": DegradationConfig(scene_side=(192.0, 768.0)),
+    # Training crops: `scene` with the snow breadth on: dense speckle flakes and clustered snowfall (ledger run 9).
+    "wide": DegradationConfig(
+        scene_side=(192.0, 768.0), snow_speckle=(0.25, 0.8, 80.0, 1500.0, 0.5), snow_cluster_p=0.6
+    ),
 }
 
 

@@ -35,7 +35,7 @@ Task = Literal["rain", "snow"]
 TASKS: tuple[Task, Task] = ("rain", "snow")
 _MASK32 = 0xFFFFFFFF
 # Streams of the hash: every random quantity gets its own, so adding a knob never shifts the others.
-_S_PARAM, _S_SEEDS, _S_NOISE, _S_RELIEF, _S_JITTER, _S_SCENE = 1, 2, 3, 4, 5, 6
+_S_PARAM, _S_SEEDS, _S_NOISE, _S_RELIEF, _S_JITTER, _S_SCENE, _S_CLUSTER = 1, 2, 3, 4, 5, 6, 7
 
 
 # ----------------------------------------------------------------------------- randomness
@@ -177,10 +177,12 @@ def _flake_kernels(
 
 
 def _sparse_seeds(seeds: torch.Tensor, stream: int, density: torch.Tensor, h: int, w: int) -> torch.Tensor:
-    """Impulse maps ``(B, H, W)``: each pixel holds a drop with probability ``density`` (B,), amplitude 0.5-1."""
+    """Impulse maps ``(B, H, W)``: each pixel holds a drop with probability ``density`` ((B,) or a (B, H, W) map),
+    amplitude 0.5-1."""
     u = uniform(seeds, stream, (h, w), density.device)
     amp = uniform(seeds, stream + 500, (h, w), density.device)
-    return (u < density[:, None, None]).float() * (0.5 + 0.5 * amp)
+    d = density if density.ndim == 3 else density[:, None, None]
+    return (u < d).float() * (0.5 + 0.5 * amp)
 
 
 def _blur(x: torch.Tensor, sigma: torch.Tensor, max_sigma: float) -> torch.Tensor:
@@ -316,54 +318,95 @@ def add_rain(clean: torch.Tensor, seeds: torch.Tensor, cfg: DegradationConfig) -
     return out.clamp(0, 1), params
 
 
+def _cluster_field(
+    seeds: torch.Tensor, q: _Params, cfg: DegradationConfig, s: torch.Tensor, h: int, w: int
+) -> torch.Tensor:
+    """``(B, H, W)`` the turbulent modulation of flake density, mean about 1: ``exp(σ·g − σ²/2)`` with ``g`` white
+    noise low-passed by a Gaussian of ``snow_cluster_px`` (scaled by ``s``) and normalised to unit variance;
+    ones where a sample draws no clustering."""
+    dev = seeds.device
+    on = q.chance(cfg.snow_cluster_p)
+    length = q.log_between(cfg.snow_cluster_px) * s
+    sigma = q.between(cfg.snow_cluster_sigma) * on
+    if not bool(on.any()):
+        return torch.ones(len(seeds), h, w, device=dev)
+    noise = _normal(seeds, _S_CLUSTER, (h, w), dev)
+    fy = torch.fft.fftfreq(h, device=dev)[:, None]
+    fx = torch.fft.rfftfreq(w, device=dev)[None, :]
+    transfer = torch.exp(-2 * math.pi**2 * length[:, None, None] ** 2 * (fx**2 + fy**2))
+    g = torch.fft.irfft2(torch.fft.rfft2(noise) * transfer, s=(h, w))
+    g = (g - g.mean(dim=(1, 2), keepdim=True)) / g.std(dim=(1, 2), keepdim=True).clamp(min=1e-6)
+    return torch.exp(sigma[:, None, None] * g - 0.5 * sigma[:, None, None] ** 2)
+
+
+def _flake_layer(
+    seeds: torch.Tensor, p: _Params, cfg: DegradationConfig, ci: int, klass: tuple[float, float, float, float, float],
+    dims: tuple[float, int, int], s: torch.Tensor, wind: torch.Tensor, amount: torch.Tensor, cluster: torch.Tensor,
+    dimming: float, bokeh_ok: bool,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One size class of flakes: ``(B, H, W)`` matte and ``(B,)`` presence. ``dims`` is (scale bound, H, W)."""
+    s_hi, h, w = dims
+    b, dev = len(seeds), seeds.device
+    r_lo, r_hi, dens_lo, dens_hi, p_class = klass
+    on = p.chance(p_class).float()
+    radius = p.log_between((r_lo, r_hi)) * s
+    density = torch.exp(math.log(dens_lo) + (math.log(dens_hi) - math.log(dens_lo)) * amount) / 1e4
+    density = density * p.log_between((0.6, 1.6))
+    opacity = p.between(cfg.snow_opacity) * (1.0 - dimming)
+    bokeh = (p.chance(cfg.snow_bokeh_p) & torch.tensor(bokeh_ok, device=dev)).float()
+    softness = p.between((0.15, 0.5)) + bokeh * p.between((0.4, 1.2))
+    opacity = opacity * (1 - 0.45 * bokeh)  # out-of-focus flakes spread their light thin
+    streaked = p.chance(cfg.snow_motion_p).float()
+    motion = streaked * p.between(cfg.snow_motion_ratio) * radius
+    # the kernel grid depends on cfg only: a sample's pixels do not depend on its batch
+    kmax = int(2 * math.ceil((r_hi * s_hi * (1 + 0.5 + 2.0) + cfg.snow_motion_ratio[1] * r_hi * s_hi) / 2) + 5)
+    subs = cfg.snow_shapes
+    jit = uniform(seeds, _S_JITTER + 10 * ci, (subs, 5), dev)
+    kernels = _flake_kernels(
+        (radius[:, None] * (0.7 + 0.6 * jit[..., 0])).reshape(-1),
+        softness[:, None].expand(b, subs).reshape(-1),
+        motion[:, None].expand(b, subs).reshape(-1),
+        (wind[:, None] + torch.deg2rad(20 * (jit[..., 1] - 0.5))).reshape(-1),
+        (cfg.snow_irregularity * jit[..., 2]).reshape(-1),
+        (2 * math.pi * jit[..., 3]).reshape(-1),
+        bokeh[:, None].expand(b, subs).reshape(-1),
+        kmax,
+    )
+    dmap = density[:, None, None] / subs * cluster
+    imp = torch.stack([_sparse_seeds(seeds, _S_SEEDS + 100 * ci + j, dmap, h, w) for j in range(subs)], dim=1)
+    rendered = _fft_conv(imp.reshape(-1, h, w), kernels).reshape(b, subs, h, w).clamp(0, 1)
+    rendered = rendered * (0.6 + 0.4 * jit[..., 4])[:, :, None, None]  # translucency per flake group
+    return (1 - torch.prod(1 - rendered, dim=1)) * (opacity * on)[:, None, None], on
+
+
 def add_snow(clean: torch.Tensor, seeds: torch.Tensor, cfg: DegradationConfig) -> tuple[torch.Tensor, dict]:
     """Snowflakes and snow veil on ``clean`` ``(B, 3, H, W)``; returns the snowy image and per-sample parameters."""
     b, _, h, w = clean.shape
     dev = clean.device
     s = weather_scale(seeds, h, w, cfg, dev)
     p = _Params(seeds, dev, _S_PARAM)
+    q = _Params(seeds, dev, _S_PARAM + 13)  # the breadth knobs draw from their own table: old mixes keep their pixels
     amount = p.between(cfg.amount)
     wind = torch.deg2rad(p.between(cfg.snow_wind_deg))
     light = _airlight(p, cfg.veil_brightness)
     has_veil = p.chance(cfg.snow_veil_p)
     beta = torch.where(has_veil, p.log_between(cfg.snow_veil_beta), torch.zeros(b, device=dev)) * (0.3 + 0.7 * amount)
     color = (p.between((0.88, 1.0))[:, None] + torch.tensor([-0.01, 0.0, 0.015], device=dev)).clamp(0, 1)
+    dims = (scale_bound(h, w, cfg), h, w)
+    cluster = _cluster_field(seeds, q, cfg, s, h, w)
     mask = torch.zeros(b, h, w, device=dev)
-    classes = (("far", cfg.snow_far), ("mid", cfg.snow_mid), ("near", cfg.snow_near))
     present = {}
-    for ci, (name, (r_lo, r_hi, dens_lo, dens_hi, p_class)) in enumerate(classes):
-        on = p.chance(p_class).float()
-        present[name] = on
-        radius = p.log_between((r_lo, r_hi)) * s
-        density = torch.exp(math.log(dens_lo) + (math.log(dens_hi) - math.log(dens_lo)) * amount) / 1e4
-        density = density * p.log_between((0.6, 1.6))
-        opacity = p.between(cfg.snow_opacity) * (1.0 - 0.35 * (2 - ci) / 2)
-        bokeh = (p.chance(cfg.snow_bokeh_p) & torch.tensor(name == "near", device=dev)).float()
-        softness = p.between((0.15, 0.5)) + bokeh * p.between((0.4, 1.2))
-        opacity = opacity * (1 - 0.45 * bokeh)  # out-of-focus flakes spread their light thin
-        streaked = p.chance(cfg.snow_motion_p).float()
-        motion = streaked * p.between(cfg.snow_motion_ratio) * radius
-        s_hi = scale_bound(h, w, cfg)  # the kernel grid depends on cfg only: a sample's pixels not on its batch
-        kmax = int(2 * math.ceil((r_hi * s_hi * (1 + 0.5 + 2.0) + cfg.snow_motion_ratio[1] * r_hi * s_hi) / 2) + 5)
-        subs = cfg.snow_shapes
-        jit = uniform(seeds, _S_JITTER + 10 * ci, (subs, 5), dev)
-        kernels = _flake_kernels(
-            (radius[:, None] * (0.7 + 0.6 * jit[..., 0])).reshape(-1),
-            softness[:, None].expand(b, subs).reshape(-1),
-            motion[:, None].expand(b, subs).reshape(-1),
-            (wind[:, None] + torch.deg2rad(20 * (jit[..., 1] - 0.5))).reshape(-1),
-            (cfg.snow_irregularity * jit[..., 2]).reshape(-1),
-            (2 * math.pi * jit[..., 3]).reshape(-1),
-            bokeh[:, None].expand(b, subs).reshape(-1),
-            kmax,
+    for ci, name in enumerate(("far", "mid", "near")):
+        layer, present[name] = _flake_layer(
+            seeds, p, cfg, ci, getattr(cfg, f"snow_{name}"), dims, s, wind, amount, cluster,
+            dimming=0.35 * (2 - ci) / 2, bokeh_ok=name == "near",
         )
-        imp = torch.stack(
-            [_sparse_seeds(seeds, _S_SEEDS + 100 * ci + j, density / subs, h, w) for j in range(subs)], dim=1
+        mask = 1 - (1 - mask) * (1 - layer.clamp(0, 1))
+    if cfg.snow_speckle[4] > 0:  # dense bright speckle: far flakes in direct light, not dimmed by distance
+        layer, present["speckle"] = _flake_layer(
+            seeds, q, cfg, 3, cfg.snow_speckle, dims, s, wind, amount, cluster, dimming=0.0, bokeh_ok=False
         )
-        rendered = _fft_conv(imp.reshape(-1, h, w), kernels).reshape(b, subs, h, w).clamp(0, 1)
-        rendered = rendered * (0.6 + 0.4 * jit[..., 4])[:, :, None, None]  # translucency per flake group
-        layer_map = (1 - torch.prod(1 - rendered, dim=1)) * (opacity * on)[:, None, None]
-        mask = 1 - (1 - mask) * (1 - layer_map.clamp(0, 1))
+        mask = 1 - (1 - mask) * (1 - layer.clamp(0, 1))
     veiled = _veil(clean, seeds, p, cfg, light, beta)
     m = mask[:, None]
     out = veiled * (1 - m) + color[:, :, None, None] * m
