@@ -47,11 +47,11 @@ def per_task(pred: torch.Tensor, label: torch.Tensor) -> list[float]:
 class SmallCNN(nn.Module):
     """The from-scratch probe: is rain separable from snow in the pixels?"""
 
-    def __init__(self, pool: str, highpass: bool, c: int = 16) -> None:
+    def __init__(self, pool: str, highpass: bool, c: int = 16, cin: int = 3) -> None:
         super().__init__()
         self.pool, self.highpass = pool, highpass
         self.body = nn.Sequential(
-            nn.Conv2d(3, c, 3, 1, 1), nn.GELU(), nn.Conv2d(c, c, 3, 2, 1), nn.GELU(),
+            nn.Conv2d(cin, c, 3, 1, 1), nn.GELU(), nn.Conv2d(c, c, 3, 2, 1), nn.GELU(),
             nn.Conv2d(c, 2 * c, 3, 2, 1), nn.GELU(), nn.Conv2d(2 * c, 2 * c, 3, 1, 1),
         )  # fmt: skip
         self.norm, self.fc = nn.LayerNorm(2 * c), nn.Linear(2 * c, 2)
@@ -95,6 +95,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--pool", choices=("mean", "max"), default="mean")
     p.add_argument("--highpass", action="store_true", help="cnn probe: feed the input minus its 7x7 box blur")
+    p.add_argument("--oracle", action="store_true", help="cnn probe: feed the weather layer (input - target)")
+    p.add_argument("--residuals", action="store_true", help="cnn probe: feed the frozen heads' residuals")
     p.add_argument("--every", type=int, default=50)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", default=None, help="default benchmarks/results/recognition_probe_PROBE.json")
@@ -102,13 +104,30 @@ def main(argv: list[str] | None = None) -> int:
     args.json = args.json or str(ROOT / "benchmarks" / "results" / f"recognition_probe_{args.probe}.json")
     torch.manual_seed(args.seed)
     weights = Path(args.weights) if args.weights else bundled_weights("small")
+    if (args.oracle or args.residuals) and args.probe != "cnn":
+        raise SystemExit("--oracle and --residuals apply to the cnn probe only")
+    if args.oracle and args.residuals:
+        raise SystemExit("--oracle and --residuals are two different inputs: choose one")
+    frozen = None
+    if args.residuals:
+        frozen = load_weights(weights).float().eval().requires_grad_(False)
+        set_local_statistics(frozen, trained_crop(weights))
     if args.probe == "cnn":
-        net: nn.Module = SmallCNN(args.pool, args.highpass)
+        net: nn.Module = SmallCNN(args.pool, args.highpass, cin=6 if args.residuals else 3)
         params, logits = list(net.parameters()), net
     else:
         net, params, logits = head_probe(weights, args.pool)
     train = SyntheticBatches(clean_photos("train"), args.crop, args.batch, args.seed, degradation=args.mix)
     held = SyntheticBatches(clean_photos("heldout"), args.crop, 64, 99, degradation=args.mix).batch(0)
+
+    def seen(b: dict[str, Any]) -> torch.Tensor:
+        """What the probe reads of a batch: the degraded crop, or with --oracle its weather alone."""
+        if frozen is not None:
+            with torch.no_grad():
+                out = frozen(b["input"], tasks=("rain", "snow"))
+            return torch.cat([b["input"] - out.derain, b["input"] - out.desnow], 1)
+        return b["input"] - b["target"] if args.oracle else b["input"]
+
     unseen = unseen_set(8, 256, 0) if args.probe == "head" else []
     opt = torch.optim.AdamW(params, lr=args.lr)
 
@@ -118,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
             set_local_statistics(net, trained_crop(weights))  # type: ignore[arg-type]
         with torch.no_grad():
             row: dict[str, Any] = {"step": step, "loss": loss,
-                                   "heldout": per_task(logits(held["input"]).argmax(1), held["label"])}  # fmt: skip
+                                   "heldout": per_task(logits(seen(held)).argmax(1), held["label"])}  # fmt: skip
             if unseen:
                 x = torch.stack([torch.from_numpy(it["input"]).permute(2, 0, 1).float() / 255 for it in unseen])
                 y = torch.tensor([0 if it["task"] == "rain" else 1 for it in unseen])
@@ -131,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     rows, start, window = [measure(0, float("nan"))], time.perf_counter(), []
     for step in range(1, args.steps + 1):
         b = train.batch(step)
-        loss = F.cross_entropy(logits(b["input"]), b["label"])
+        loss = F.cross_entropy(logits(seen(b)), b["label"])
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -141,7 +160,9 @@ def main(argv: list[str] | None = None) -> int:
             window = []
     seconds = time.perf_counter() - start
     print(f"## recognition probe `{args.probe}`: {args.mix} {args.crop}² crops, batch {args.batch}, lr {args.lr}, "
-          f"pool {args.pool}{', high-pass' if args.highpass else ''}, seed {args.seed}\n")  # fmt: skip
+          f"pool {args.pool}{', high-pass' if args.highpass else ''}{', oracle weather input' if args.oracle else ''}"
+          f"{', frozen heads residuals' if args.residuals else ''},"
+          f" seed {args.seed}\n")  # fmt: skip
     head = "| step | mean CE loss | held-out rain | held-out snow |"
     print(head + (" unseen rain | unseen snow |" if unseen else ""))
     print("|---:|---:|---:|---:|" + ("---:|---:|" if unseen else ""))

@@ -47,6 +47,10 @@ class ModelConfig:
     routing: Routing = "smartassign"
     tasks: tuple[Task, ...] = TASKS  # one task: ablation V4r / V4s
     recognition: bool = True  # False: ablation V5
+    # The recognition head also reads the image itself through a small CNN: its high-pass (the veil both weathers
+    # share removed), max and mean pooled, so a thin streak or a small flake survives where eq. 12's spatial mean
+    # of the atoms averages it away (docs/training.md, "The recognition head"). False: eq. 12 alone.
+    recog_pixels: bool = False
     knowledge_contrast: bool = True  # False: ablation V1 (no DRM, no L_contra)
     freeze_before_tkff: bool = False  # K1 / K2: train only the heads
     drm_pool: int = 4
@@ -369,6 +373,9 @@ class TrainConfig:
     compile: bool = False  # torch.compile the training model
     deterministic: bool = False  # torch.use_deterministic_algorithms (slower on CUDA)
     init_from: str = ""  # weights to start from; K1/K2 need a trained V6 (matching tensors are copied)
+    # Train only the parameters whose names start with one of these (e.g. ["recognizer.residual"] teaches a new
+    # recognition branch on a frozen trained network); () = every parameter the variant trains.
+    train_only: tuple[str, ...] = ()
     log_every: int = 50
     val_every: int = 2000
     sample_every: int = 2000

@@ -12,6 +12,7 @@ from collections.abc import Collection
 from dataclasses import dataclass, field
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from smartassign.config import ModelConfig, model_config
@@ -176,9 +177,16 @@ class RestorationHead(nn.Module):
 
 
 class RecognitionHead(nn.Module):
-    """``FC(Pool(Conv_3(F_rk, F_sk)))`` of eq. 12: logits for (rain, snow)."""
+    """``FC(Pool(Conv_3(F_rk, F_sk)))`` of eq. 12: logits for (rain, snow).
 
-    def __init__(self, cin: int, channels: int) -> None:
+    With ``pixels`` (``ModelConfig.recog_pixels``) a second branch reads the image: its high-pass (minus a 7x7
+    box blur, which drops the veil both weathers share) through four small convolutions (two of stride 2), mean-
+    and max-pooled — a thin streak or a flake survives a max where a spatial mean of the atoms averages it away.
+    Its logits add to eq. 12's; its last layer starts at zero, so a head warm-started from eq. 12 weights begins
+    with their answers.
+    """
+
+    def __init__(self, cin: int, channels: int, pixels: bool = False) -> None:
         super().__init__()
         self.body = nn.Sequential(
             conv3(cin, channels), nn.GELU(), conv3(channels, channels), nn.GELU(), conv3(channels, channels)
@@ -187,10 +195,33 @@ class RecognitionHead(nn.Module):
         # recognition loss a saturated softmax has no gradient to recover from.
         self.norm = nn.LayerNorm(channels)
         self.fc = nn.Linear(channels, 2)
+        self.pixels: nn.Sequential | None = None
+        if pixels:
+            c = 16
+            self.pixels = nn.Sequential(
+                nn.Conv2d(3, c, 3, 1, 1), nn.GELU(), nn.Conv2d(c, c, 3, 2, 1), nn.GELU(),
+                nn.Conv2d(c, 2 * c, 3, 2, 1), nn.GELU(), nn.Conv2d(2 * c, 2 * c, 3, 1, 1),
+            )  # fmt: skip
+            self.pixels_norm = nn.LayerNorm(4 * c)
+            self.pixels_fc = nn.Linear(4 * c, 2)
+            nn.init.zeros_(self.pixels_fc.weight)
+            nn.init.zeros_(self.pixels_fc.bias)
 
-    def forward(self, feats: torch.Tensor) -> torch.Tensor:
-        """``(B, cin, H, W) -> (B, 2)``."""
-        return self.fc(self.norm(self.body(feats).mean(dim=(2, 3))))
+    def forward(self, feats: torch.Tensor, image: torch.Tensor | None = None) -> torch.Tensor:
+        """``(B, cin, H, W)`` and, with a pixel branch, the ``(B, 3, H, W)`` image -> ``(B, 2)``."""
+        logits = self.fc(self.norm(self.body(feats).mean(dim=(2, 3))))
+        if self.pixels is None:
+            return logits
+        if image is None:
+            raise ValueError("this recognition head also reads the image: pass it")
+        return logits + self.pixel_logits(image)
+
+    def pixel_logits(self, image: torch.Tensor) -> torch.Tensor:
+        """The pixel branch's share of the logits, ``(B, 3, H, W) -> (B, 2)``."""
+        assert self.pixels is not None, "this head has no pixel branch"
+        high = image - F.avg_pool2d(F.pad(image, (3, 3, 3, 3), mode="replicate"), 7, 1)
+        y = self.pixels(high)
+        return self.pixels_fc(self.pixels_norm(torch.cat([y.mean(dim=(2, 3)), y.amax(dim=(2, 3))], 1)))
 
 
 class DRM(nn.Module):
@@ -223,7 +254,11 @@ class SmartAssignNet(nn.Module):
         self.encoder = Encoder(cfg)
         self.gkfm = nn.ModuleDict({a: GKFM(c, cfg.gate_reduction) for a in cfg.atoms})
         self.heads = nn.ModuleDict({t: RestorationHead(c * len(self.route(t)) or c, c) for t in cfg.tasks})
-        self.recognizer = RecognitionHead(2 * c if cfg.atoms else c, c) if cfg.uses_recognition else None
+        self.recognizer = (
+            RecognitionHead(2 * c if cfg.atoms else c, c, cfg.recog_pixels)
+            if cfg.uses_recognition
+            else None
+        )
         self.drm = DRM(cfg.drm_pool, cfg.drm_features) if cfg.uses_contrast else None
         if cfg.freeze_before_tkff:
             for module in (self.embed, self.sam, self.encoder, self.gkfm):
@@ -262,7 +297,7 @@ class SmartAssignNet(nn.Module):
             return torch.cat([atoms[n] for n in names], dim=1) if names else f_wk
 
         restored = {t: self.heads[t](gather(self.route(t)), x)[..., :h, :w] for t in heads}
-        logits = self.recognizer(gather(recognized)) if recognize else None
+        logits = self.recognizer(gather(recognized), x if self.cfg.recog_pixels else None) if recognize else None
         embeddings = {a: self.drm(f) for a, f in atoms.items()} if self.drm is not None and tasks is None else {}
         return Output(
             derain=restored.get("rain"),

@@ -708,6 +708,12 @@ def setup(exp: Experiment, resume: bool, data: TrainData | None, procs: Processe
         fresh = load_matching(raw, Path(cfg.init_from))
         if procs.is_main:
             log.info("initialised from %s; %d tensors start fresh: %s", cfg.init_from, len(fresh), ", ".join(fresh))
+    if cfg.train_only:
+        chosen = [n for n, p in raw.named_parameters() if p.requires_grad and n.startswith(tuple(cfg.train_only))]
+        if not chosen:
+            raise ConfigError(f"train.train_only {list(cfg.train_only)} names no trainable parameter of this model")
+        for name, param in raw.named_parameters():
+            param.requires_grad_(name in chosen)
     channels_last = cuda and cfg.channels_last
     raw.to(device, memory_format=torch.channels_last if channels_last else torch.preserve_format).train()
     trainable = [p for p in raw.parameters() if p.requires_grad]
