@@ -798,7 +798,8 @@ def validate_and_keep_best(s: Session, runlog: RunLog | None, do_val: bool, do_s
             runlog.val(step, evals)
             s.state["val"] = {t: ev.summary() for t, ev in evals.items()}
             psnr_y.fill_(float(np.mean([ev.mean.psnr_y for ev in evals.values()])))
-            if float(psnr_y) > s.state["best_psnr_y"]:
+            # a tie goes to the later weights: a train_only run of the recognition branch leaves PSNR unchanged
+            if float(psnr_y) >= s.state["best_psnr_y"]:
                 s.state["best_psnr_y"] = float(psnr_y)
                 meta = {"step": step, "experiment": experiment_to_dict(s.exp), "metrics": s.state["val"]}
                 save_weights(s.scored, s.run_dir / BEST, meta)
