@@ -48,6 +48,9 @@ def scores(
         (scores(25.0, 24.0, acc=0.9, auto=(24.5, 23.5)), True, "no task worse"),
         (scores(25.0, 24.0, acc=0.9, auto=(23.9, 23.5)), False, "worse with the recognised head on rain"),
         (scores(25.0, 24.0, auto=(24.5, 22.0)), False, "snow 22.00 < 23.00"),
+        # The same restorations scored under another thread count differ in the last digits: not "worse".
+        (scores(23.998, 23.998, auto=(25.0, 24.0)), True, "no task worse"),
+        (scores(23.99, 23.99, auto=(25.0, 24.0)), False, "worse on rain"),
     ],
 )
 def test_gate_ships_only_better_weights(candidate, ok, why):
