@@ -33,6 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import cpu_name  # noqa: E402
 from smartassign.checkpoint import load_weights  # noqa: E402
 from smartassign.data import SyntheticBatches, clean_photos  # noqa: E402
+from smartassign.layers import high_pass  # noqa: E402
 from smartassign.restore import bundled_weights, set_local_statistics, trained_crop  # noqa: E402
 from smartassign.unseen import unseen_set  # noqa: E402
 
@@ -58,7 +59,7 @@ class SmallCNN(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.highpass:
-            x = x - F.avg_pool2d(F.pad(x, (3, 3, 3, 3), mode="replicate"), 7, 1)
+            x = high_pass(x)
         y = self.body(x)
         return self.fc(self.norm(y.amax((2, 3)) if self.pool == "max" else y.mean((2, 3))))
 
@@ -121,7 +122,8 @@ def main(argv: list[str] | None = None) -> int:
     held = SyntheticBatches(clean_photos("heldout"), args.crop, 64, 99, degradation=args.mix).batch(0)
 
     def seen(b: dict[str, Any]) -> torch.Tensor:
-        """What the probe reads of a batch: the degraded crop, or with --oracle its weather alone."""
+        """What the probe reads of a batch: the degraded crop; with --oracle its weather alone; with --residuals
+        what the frozen heads remove from it."""
         if frozen is not None:
             with torch.no_grad():
                 out = frozen(b["input"], tasks=("rain", "snow"))

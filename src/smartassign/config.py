@@ -373,7 +373,7 @@ class TrainConfig:
     compile: bool = False  # torch.compile the training model
     deterministic: bool = False  # torch.use_deterministic_algorithms (slower on CUDA)
     init_from: str = ""  # weights to start from; K1/K2 need a trained V6 (matching tensors are copied)
-    # Train only the parameters whose names start with one of these (e.g. ["recognizer.residual"] teaches a new
+    # Train only the parameters whose names start with one of these (e.g. ["recognizer.pixels"] teaches a new
     # recognition branch on a frozen trained network); () = every parameter the variant trains.
     train_only: tuple[str, ...] = ()
     log_every: int = 50

@@ -270,6 +270,13 @@ class Mlp(nn.Module):
         return self.net(x)
 
 
+def high_pass(x: torch.Tensor, size: int = 7) -> torch.Tensor:
+    """``x`` minus its ``size`` x ``size`` box blur (replicate-padded, odd ``size``): drops smooth content such as
+    a veil, keeps streaks, flakes and texture."""
+    r = size // 2
+    return x - F.avg_pool2d(F.pad(x, (r, r, r, r), mode="replicate"), size, 1)
+
+
 def pad_to_multiple(x: torch.Tensor, multiple: int) -> tuple[torch.Tensor, tuple[int, int]]:
     """Pad ``(B, C, H, W)`` at bottom/right to a multiple; reflect where possible, else replicate."""
     h, w = x.shape[-2:]

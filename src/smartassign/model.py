@@ -12,11 +12,18 @@ from collections.abc import Collection
 from dataclasses import dataclass, field
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from smartassign.config import ModelConfig, model_config
-from smartassign.layers import ChannelAttention, ChannelGate, LayerNorm2d, Mlp, WindowAttention, pad_to_multiple
+from smartassign.layers import (
+    ChannelAttention,
+    ChannelGate,
+    LayerNorm2d,
+    Mlp,
+    WindowAttention,
+    high_pass,
+    pad_to_multiple,
+)
 
 ATOM_OF_TASK = {"rain": "rk", "snow": "sk"}
 
@@ -219,8 +226,7 @@ class RecognitionHead(nn.Module):
     def pixel_logits(self, image: torch.Tensor) -> torch.Tensor:
         """The pixel branch's share of the logits, ``(B, 3, H, W) -> (B, 2)``."""
         assert self.pixels is not None, "this head has no pixel branch"
-        high = image - F.avg_pool2d(F.pad(image, (3, 3, 3, 3), mode="replicate"), 7, 1)
-        y = self.pixels(high)
+        y = self.pixels(high_pass(image))
         return self.pixels_fc(self.pixels_norm(torch.cat([y.mean(dim=(2, 3)), y.amax(dim=(2, 3))], 1)))
 
 

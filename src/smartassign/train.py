@@ -709,7 +709,7 @@ def setup(exp: Experiment, resume: bool, data: TrainData | None, procs: Processe
         if procs.is_main:
             log.info("initialised from %s; %d tensors start fresh: %s", cfg.init_from, len(fresh), ", ".join(fresh))
     if cfg.train_only:
-        chosen = [n for n, p in raw.named_parameters() if p.requires_grad and n.startswith(tuple(cfg.train_only))]
+        chosen = {n for n, p in raw.named_parameters() if p.requires_grad and n.startswith(tuple(cfg.train_only))}
         if not chosen:
             raise ConfigError(f"train.train_only {list(cfg.train_only)} names no trainable parameter of this model")
         for name, param in raw.named_parameters():

@@ -395,16 +395,15 @@ def add_snow(clean: torch.Tensor, seeds: torch.Tensor, cfg: DegradationConfig) -
     dims = (scale_bound(h, w, cfg), h, w)
     cluster = _cluster_field(seeds, q, cfg, s, h, w)
     mask = torch.zeros(b, h, w, device=dev)
+    # (name, draws, class, distance dimming, may be bokeh); the speckle is far flakes in direct light, not dimmed
+    classes = [(name, p, getattr(cfg, f"snow_{name}"), 0.35 * (2 - ci) / 2, name == "near")
+               for ci, name in enumerate(("far", "mid", "near"))]  # fmt: skip
+    if cfg.snow_speckle[4] > 0:
+        classes.append(("speckle", q, cfg.snow_speckle, 0.0, False))
     present = {}
-    for ci, name in enumerate(("far", "mid", "near")):
+    for ci, (name, draws, klass, dimming, bokeh_ok) in enumerate(classes):
         layer, present[name] = _flake_layer(
-            seeds, p, cfg, ci, getattr(cfg, f"snow_{name}"), dims, s, wind, amount, cluster,
-            dimming=0.35 * (2 - ci) / 2, bokeh_ok=name == "near",
-        )
-        mask = 1 - (1 - mask) * (1 - layer.clamp(0, 1))
-    if cfg.snow_speckle[4] > 0:  # dense bright speckle: far flakes in direct light, not dimmed by distance
-        layer, present["speckle"] = _flake_layer(
-            seeds, q, cfg, 3, cfg.snow_speckle, dims, s, wind, amount, cluster, dimming=0.0, bokeh_ok=False
+            seeds, draws, cfg, ci, klass, dims, s, wind, amount, cluster, dimming=dimming, bokeh_ok=bokeh_ok
         )
         mask = 1 - (1 - mask) * (1 - layer.clamp(0, 1))
     veiled = _veil(clean, seeds, p, cfg, light, beta)
