@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import numpy as np
 import pytest
@@ -11,7 +12,17 @@ from scipy import ndimage
 from skimage import data as skdata
 
 from smartassign.config import DEGRADATION_MIXES, DegradationConfig, degradation_mix
-from smartassign.data.engine import add_rain, add_snow, camera, degrade, depth_proxy, jpeg, uniform
+from smartassign.data.engine import (
+    _aperture_kernels,
+    add_rain,
+    add_snow,
+    camera,
+    degrade,
+    depth_proxy,
+    jpeg,
+    mist_field,
+    uniform,
+)
 from smartassign.errors import ConfigError
 
 # No camera effects: isolates the weather in tests of the weather.
@@ -54,7 +65,7 @@ def test_generator_draws_reproducible_seeds(clean):
     assert torch.equal(a, b) and torch.equal(pa["seed"], pb["seed"])
 
 
-@pytest.mark.parametrize("mix", ["mixed", "broad", "wide"])
+@pytest.mark.parametrize("mix", ["mixed", "broad", "wide", "wide_lens"])
 @pytest.mark.parametrize("task", ["rain", "snow"])
 def test_batched_and_one_by_one_are_identical(task, mix, clean):
     together, _ = degrade(clean, task, seeds=[11, 12, 13, 14], cfg=mix)
@@ -201,6 +212,61 @@ def test_cluster_field_clumps_flakes_and_keeps_their_mean():
     assert 0.5 * even_mean < clumped_mean < 1.3 * even_mean  # about the same snow in all (overlaps merge some)
     with pytest.raises(ConfigError, match="snow_cluster"):
         DegradationConfig(snow_cluster_p=1.5)
+
+
+# No flakes at all: isolates the veil and the lens-side glow.
+NO_FLAKES = dataclasses.replace(
+    WEATHER_ONLY, snow_far=(*WEATHER_ONLY.snow_far[:4], 0.0), snow_mid=(*WEATHER_ONLY.snow_mid[:4], 0.0),
+    snow_near=(*WEATHER_ONLY.snow_near[:4], 0.0),
+)
+
+
+def test_aperture_kernels_are_flat_hard_edged_polygons_with_a_rim():
+    r = torch.tensor([12.0, 12.0, 12.0])
+    k = _aperture_kernels(r, torch.tensor([0.0, 6.0, 0.0]), torch.zeros(3), torch.tensor([0.0, 0.0, 0.8]),
+                          torch.ones(3), 41)  # fmt: skip
+    c = 20
+    assert torch.allclose(k[:2, c, c], k[:2, c, c + 6]) and k[0, c, c] == 1  # flat interior, no falloff
+    assert (k[:2, c, c + 15] == 0).all() and (k[:, c, c + 11] > 0.9 * k[:, c, c]).all()  # a 1-px edge, not a ramp
+    assert k[2, c, c + 11] > 1.3 * k[2, c, c]  # the rim is brighter than the inside
+    areas = (k > 0.5).sum(dim=(1, 2)).float()
+    assert areas[0].item() == pytest.approx(math.pi * 144, rel=0.05)  # the disc
+    assert areas[1].item() == pytest.approx(2 * math.sqrt(3) * 144, rel=0.05)  # hexagon of inscribed radius 12
+
+
+def test_lens_glow_only_adds_light_and_stays_off_by_default():
+    dark = torch.full((16, 3, 96, 96), 0.1)
+    base = dataclasses.replace(NO_FLAKES, snow_veil_p=0.0)
+    plain, p_plain = add_snow(dark, torch.arange(16), base)
+    assert torch.equal(plain, dark) and "glow" not in p_plain
+    glow_cfg = dataclasses.replace(base, snow_glow=(6.0, 12.0, 4.0, 4.0, 1.0), snow_glow_gain=(0.4, 0.4))
+    glowing, p_glow = add_snow(dark, torch.arange(16), glow_cfg)
+    assert (glowing >= dark - 1e-6).all() and p_glow["glow"].mean() > 0.8
+    lit = glowing[:, 0] > 0.2
+    assert 0.005 < lit.float().mean() < 0.5  # a few discs, not a veil
+    assert glowing.max() > 0.45  # a disc adds up to its gain (0.4 x flake colour) to the 0.1 scene
+
+
+def test_mist_field_veil_follows_the_field_not_the_depth():
+    black = torch.zeros(16, 3, 64, 64)
+    seeds = torch.arange(16)
+    base = dataclasses.replace(NO_FLAKES, snow_veil_p=1.0, snow_veil_beta=(1.0, 1.0))
+    field = mist_field(seeds, 64, 64)
+    assert field.shape == (16, 1, 64, 64) and torch.allclose(field.amin(dim=(2, 3)), torch.zeros(16, 1))
+    assert torch.allclose(field.amax(dim=(2, 3)), torch.ones(16, 1)) and not torch.equal(field[0], field[1])
+    assert (field[..., 1:, :] - field[..., :-1, :]).abs().max() < 0.2  # smooth: banks and patches, not noise
+
+    def corr(img: torch.Tensor) -> float:
+        a, b = img[:, :1].flatten(1), field.flatten(1)
+        a, b = a - a.mean(dim=1, keepdim=True), b - b.mean(dim=1, keepdim=True)
+        return ((a * b).sum(1) / (a.norm(dim=1) * b.norm(dim=1)).clamp(min=1e-8)).mean().item()
+
+    plain, _ = add_snow(black, seeds, base)
+    misty, _ = add_snow(black, seeds, dataclasses.replace(base, veil_field_p=1.0))
+    assert torch.equal(plain, add_snow(black, seeds, dataclasses.replace(base, veil_field_p=0.0))[0])
+    assert corr(misty) > 0.6 and corr(misty) > corr(plain) + 0.3
+    with pytest.raises(ConfigError, match="veil_field_p"):
+        DegradationConfig(veil_field_p=-0.1)
 
 
 def test_snow_brightens_a_dark_scene_and_rain_layers_follow_config():

@@ -236,6 +236,15 @@ class DegradationConfig:
     snow_cluster_p: float = 0.0
     snow_cluster_px: tuple[float, float] = (1.5, 24.0)
     snow_cluster_sigma: tuple[float, float] = (0.5, 1.6)
+    # Lens-side light: flakes just in front of the lens, lit, so far out of focus that each is an image of the
+    # aperture (a flat disc or hexagon with a hard edge and a brighter rim) that ADDS light rather than covering
+    # the scene. Same 5-tuple as the classes (radius px, density per 1e4 px at amount 0 and 1, presence p);
+    # ``snow_glow_gain`` is the light one adds at its centre (uniform).
+    snow_glow: tuple[float, float, float, float, float] = (4.0, 20.0, 0.3, 4.0, 0.0)
+    snow_glow_gain: tuple[float, float] = (0.15, 0.6)
+    # Both tasks: with probability ``veil_field_p`` the veil's transmission follows a smooth random field (a
+    # bicubic zoom of a coarse random grid: mist in banks and patches) instead of the scene's depth proxy.
+    veil_field_p: float = 0.0
     # camera, both tasks
     blur_p: float = 0.2
     blur_sigma: tuple[float, float] = (0.3, 1.2)
@@ -260,6 +269,11 @@ class DegradationConfig:
                 f"degradation: snow_cluster_p must be in [0, 1] and 0 < snow_cluster_px lo <= hi, got"
                 f" {self.snow_cluster_p} and {self.snow_cluster_px}"
             )
+        if not (0 <= self.veil_field_p <= 1 and 0 < self.snow_glow[0] <= self.snow_glow[1]):
+            raise ConfigError(
+                f"degradation: veil_field_p must be in [0, 1] and 0 < snow_glow radius lo <= hi, got"
+                f" {self.veil_field_p} and {self.snow_glow[:2]}"
+            )
         if self.rain_sublayers < 1 or self.snow_shapes < 1 or not self.resample_factors:
             raise ConfigError("degradation: rain_sublayers, snow_shapes and resample_factors must be positive")
 
@@ -275,6 +289,12 @@ DEGRADATION_MIXES: dict[str, DegradationConfig] = {
     # Training crops: `scene` with the snow breadth on: dense speckle flakes and clustered snowfall (ledger run 9).
     "wide": DegradationConfig(
         scene_side=(192.0, 768.0), snow_speckle=(0.25, 0.8, 80.0, 1500.0, 0.5), snow_cluster_p=0.6
+    ),
+    # Training crops: `wide` plus lens-side light (aperture-shaped flakes that add light) and patchy mist (a veil
+    # whose transmission is a random field, not the depth proxy) in both tasks (ledger run 11).
+    "wide_lens": DegradationConfig(
+        scene_side=(192.0, 768.0), snow_speckle=(0.25, 0.8, 80.0, 1500.0, 0.5), snow_cluster_p=0.6,
+        snow_glow=(4.0, 20.0, 0.3, 4.0, 0.45), veil_field_p=0.35,
     ),
 }
 

@@ -9,9 +9,11 @@ The image-formation models are those the public benchmark sets were made with:
   Rain screens light onto the scene, so a streak is never darker than what it covers.
 * Snow (Snow100K, SRRS, CSD): ``O = (J·t + A·(1−t))·(1−M) + C·M``. The flake matte ``M`` stacks layers of three
   size classes (far dust, mid flakes, large near flakes) with irregular outlines, translucency, out-of-focus
-  (bokeh) near flakes and wind-streaked flakes.
+  (bokeh) near flakes and wind-streaked flakes. Optional breadth: a dense speckle class, turbulent clustering, and
+  lens-side flakes that add light as images of the aperture (``snow_glow``).
 * Both: the veil ``t = exp(−β·d)`` follows a depth proxy made from the scene (bright, flat areas such as sky
-  are far: a dark-channel cue) blended with a horizon ramp and smooth relief; then the camera: mild blur,
+  are far: a dark-channel cue) blended with a horizon ramp and smooth relief, or (``veil_field_p``) mostly a
+  smooth random field, mist in banks; then the camera: mild blur,
   resampling, signal-dependent sensor noise and JPEG recompression at a random quality.
 
 Randomness is a counter-based hash of ``(seed of the sample, stream, index)``: no generator state, so a sample
@@ -36,6 +38,8 @@ TASKS: tuple[Task, Task] = ("rain", "snow")
 _MASK32 = 0xFFFFFFFF
 # Streams of the hash: every random quantity gets its own, so adding a knob never shifts the others.
 _S_PARAM, _S_SEEDS, _S_NOISE, _S_RELIEF, _S_JITTER, _S_SCENE, _S_CLUSTER = 1, 2, 3, 4, 5, 6, 7
+# Lens-side breadth (patchy mist, aperture glow): parameter tables, the mist's grid, the glow's jitter and drops.
+_S_MIST_PARAM, _S_GLOW_PARAM, _S_MIST, _S_GLOW, _S_GLOW_SEEDS = 18, 20, 41, 43, 9000
 
 
 # ----------------------------------------------------------------------------- randomness
@@ -176,6 +180,53 @@ def _flake_kernels(
     return k / k.amax(dim=(1, 2), keepdim=True).clamp(min=1e-6)
 
 
+def _aperture_kernels(
+    radius: torch.Tensor, sides: torch.Tensor, turn: torch.Tensor, rim: torch.Tensor, edge: torch.Tensor, size: int
+) -> torch.Tensor:
+    """Images of the lens aperture ``(N, size, size)``, peak 1: a flat regular polygon of ``sides`` (0 = a disc)
+    and inscribed ``radius`` px turned by ``turn`` rad, a hard edge ``edge`` px wide and a rim ``rim`` brighter."""
+    x, y = _grid(size, radius.device)
+    dist = torch.sqrt(x**2 + y**2)[None]
+    n = sides.clamp(min=3)[:, None, None]
+    sector = 2 * math.pi / n
+    theta = torch.remainder(torch.atan2(y, x)[None] + turn[:, None, None], sector) - sector / 2
+    polygon = dist * torch.cos(theta)  # distance along the normal of the nearest side
+    rr = torch.where((sides > 0)[:, None, None], polygon, dist)
+    r, e = radius[:, None, None], edge.clamp(min=0.5)[:, None, None]
+    inside = ((r - rr) / e + 0.5).clamp(0, 1)
+    ring = torch.exp(-0.5 * ((r - rr) / (0.12 * r).clamp(min=0.7)) ** 2)
+    k = inside * (1 + rim[:, None, None] * ring)
+    return k / k.amax(dim=(1, 2), keepdim=True).clamp(min=1e-6)
+
+
+def _glow_layer(
+    seeds: torch.Tensor, cfg: DegradationConfig, dims: tuple[float, int, int], s: torch.Tensor, amount: torch.Tensor
+) -> torch.Tensor:
+    """``(B, H, W)`` the light that lens-side flakes add: :func:`_aperture_kernels` dropped at ``cfg.snow_glow``
+    density, each group with its own size, shape and brightness; zeros where a sample draws none."""
+    s_hi, h, w = dims
+    b, dev = len(seeds), seeds.device
+    g = _Params(seeds, dev, _S_GLOW_PARAM)
+    r_lo, r_hi, dens_lo, dens_hi, p_glow = cfg.snow_glow
+    on = g.chance(p_glow).float()
+    density = torch.exp(math.log(dens_lo) + (math.log(dens_hi) - math.log(dens_lo)) * amount) / 1e4
+    density = density * g.log_between((0.6, 1.6))
+    gain = g.between(cfg.snow_glow_gain) * on
+    subs = 2
+    jit = uniform(seeds, _S_GLOW, (subs, 6), dev)
+    radius = torch.exp(math.log(r_lo) + (math.log(r_hi) - math.log(r_lo)) * jit[..., 0]) * s[:, None]
+    sides = torch.tensor([0.0, 5.0, 6.0, 8.0], device=dev)[(jit[..., 1] * 4).long().clamp(max=3)]
+    kernels = _aperture_kernels(
+        radius.reshape(-1), sides.reshape(-1), (2 * math.pi * jit[..., 2]).reshape(-1),
+        (0.8 * jit[..., 3]).reshape(-1), ((0.5 + 1.5 * jit[..., 4]) * s[:, None]).reshape(-1),
+        int(2 * math.ceil(r_hi * s_hi * 1.25) + 5),
+    )  # fmt: skip
+    imp = torch.stack([_sparse_seeds(seeds, _S_GLOW_SEEDS + j, density / subs, h, w) for j in range(subs)], dim=1)
+    rendered = _fft_conv(imp.reshape(-1, h, w), kernels).reshape(b, subs, h, w).clamp(min=0)
+    rendered = rendered * (0.5 + 0.5 * jit[..., 5])[:, :, None, None]
+    return rendered.sum(dim=1) * gain[:, None, None]
+
+
 def _sparse_seeds(seeds: torch.Tensor, stream: int, density: torch.Tensor, h: int, w: int) -> torch.Tensor:
     """Impulse maps ``(B, H, W)``: each pixel holds a drop with probability ``density`` ((B,) or a (B, H, W) map),
     amplitude 0.5-1."""
@@ -226,12 +277,31 @@ def depth_proxy(clean: torch.Tensor, seeds: torch.Tensor, p: _Params, cfg: Degra
     return d.clamp(0, 1)
 
 
+def mist_field(seeds: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """``(B, 1, H, W)`` in [0, 1]: mist in banks and patches, two octaves (3x3 and 7x7 random grids, bicubic
+    zoom) stretched to the full range per sample; it follows no depth."""
+    dev = seeds.device
+    coarse = uniform(seeds, _S_MIST, (1, 3, 3), dev)
+    fine = uniform(seeds, _S_MIST + 1, (1, 7, 7), dev)
+    zoom = lambda g: F.interpolate(g, size=(h, w), mode="bicubic", align_corners=True)  # noqa: E731
+    f = 0.7 * zoom(coarse) + 0.3 * zoom(fine)
+    lo, hi = f.amin(dim=(2, 3), keepdim=True), f.amax(dim=(2, 3), keepdim=True)
+    return (f - lo) / (hi - lo).clamp(min=1e-3)
+
+
 def _veil(
     clean: torch.Tensor, seeds: torch.Tensor, p: _Params, cfg: DegradationConfig, light: torch.Tensor,
     beta: torch.Tensor,
 ) -> torch.Tensor:
-    """``J·t + A·(1−t)`` with ``t = exp(−β·d)``."""
-    t = torch.exp(-beta[:, None, None, None] * depth_proxy(clean, seeds, p, cfg))
+    """``J·t + A·(1−t)`` with ``t = exp(−β·d)``: ``d`` the depth proxy or, with probability ``cfg.veil_field_p``,
+    mostly a :func:`mist_field` (its own draws: mixes without it keep their pixels)."""
+    d = depth_proxy(clean, seeds, p, cfg)
+    if cfg.veil_field_p > 0:
+        m = _Params(seeds, clean.device, _S_MIST_PARAM)
+        patchy = m.chance(cfg.veil_field_p)
+        weight = (m.between((0.6, 1.0)) * patchy)[:, None, None, None]
+        d = weight * mist_field(seeds, *clean.shape[2:]) + (1 - weight) * d
+    t = torch.exp(-beta[:, None, None, None] * d)
     return clean * t + light[:, :, None, None] * (1 - t)
 
 
@@ -409,6 +479,10 @@ def add_snow(clean: torch.Tensor, seeds: torch.Tensor, cfg: DegradationConfig) -
     veiled = _veil(clean, seeds, p, cfg, light, beta)
     m = mask[:, None]
     out = veiled * (1 - m) + color[:, :, None, None] * m
+    if cfg.snow_glow[4] > 0:  # lens-side flakes add light over everything (linear dodge, clipped below)
+        glow = _glow_layer(seeds, cfg, dims, s, amount)
+        out = out + glow[:, None] * color[:, :, None, None]
+        present["glow"] = (glow.amax(dim=(1, 2)) > 0).float()
     params = {"amount": amount, "wind_deg": torch.rad2deg(wind), "veil_beta": beta, **present}
     return out.clamp(0, 1), params
 
@@ -547,6 +621,6 @@ def degrade(
 
 
 __all__ = [
-    "TASKS", "Task", "add_rain", "add_snow", "camera", "degrade", "depth_proxy", "jpeg", "scale_bound", "uniform",
-    "weather_scale",
+    "TASKS", "Task", "add_rain", "add_snow", "camera", "degrade", "depth_proxy", "jpeg", "mist_field", "scale_bound",
+    "uniform", "weather_scale",
 ]
