@@ -65,7 +65,7 @@ def test_generator_draws_reproducible_seeds(clean):
     assert torch.equal(a, b) and torch.equal(pa["seed"], pb["seed"])
 
 
-@pytest.mark.parametrize("mix", ["mixed", "broad", "wide", "wide_lens"])
+@pytest.mark.parametrize("mix", ["mixed", "broad", "wide", "wide_lens", "wide_all"])
 @pytest.mark.parametrize("task", ["rain", "snow"])
 def test_batched_and_one_by_one_are_identical(task, mix, clean):
     together, _ = degrade(clean, task, seeds=[11, 12, 13, 14], cfg=mix)
@@ -267,6 +267,25 @@ def test_mist_field_veil_follows_the_field_not_the_depth():
     assert corr(misty) > 0.6 and corr(misty) > corr(plain) + 0.3
     with pytest.raises(ConfigError, match="veil_field_p"):
         DegradationConfig(veil_field_p=-0.1)
+
+
+def test_refracting_drops_can_darken_a_bright_sky_and_stay_off_by_default():
+    """Screened rain is never darker than the scene; drops composited in the colour they refract (the scene upside
+    down: dark ground under a bright sky) darken the sky where they fall."""
+    scene = torch.full((8, 3, 64, 64), 0.1)
+    scene[:, :, :32] = 0.9  # bright sky over dark ground
+    base = dataclasses.replace(WEATHER_ONLY, rain_veil_p=0.0, amount=(0.8, 1.0))
+    screened, p_plain = add_rain(scene, torch.arange(8), base)
+    assert torch.equal(screened, add_rain(scene, torch.arange(8), dataclasses.replace(base, rain_refract_p=0.0))[0])
+    assert "refract" not in p_plain and (screened >= scene - 1e-6).all()
+    refracted, p_ref = add_rain(scene, torch.arange(8), dataclasses.replace(base, rain_refract_p=1.0))
+    assert p_ref["refract"].tolist() == [1.0] * 8
+    sky = refracted[:, :, :24] - scene[:, :, :24]
+    assert (sky < -0.05).float().mean() > 0.01  # dark drops on the sky
+    untouched = screened == scene  # the same streaks, another compositing: no drop, no change
+    assert untouched.float().mean() > 0.05 and (refracted - scene)[untouched].abs().max() < 1e-5
+    with pytest.raises(ConfigError, match="rain_refract_p"):
+        DegradationConfig(rain_refract_p=2.0)
 
 
 def test_snow_brightens_a_dark_scene_and_rain_layers_follow_config():

@@ -212,6 +212,11 @@ class DegradationConfig:
     rain_defocus_p: float = 0.4  # near layers out of focus
     rain_veil_p: float = 0.6
     rain_veil_beta: tuple[float, float] = (0.05, 1.5)  # log-uniform; scaled by 0.3 + 0.7 amount
+    # Refracting drops: with probability ``rain_refract_p`` the streaks are composited OVER the scene in the colour
+    # a drop refracts (a wide, inverted view of the scene: its blurred upside-down image × ``rain_refract_gain``,
+    # with some airlight) instead of screened on; so a drop can be darker than a bright sky behind it.
+    rain_refract_p: float = 0.0
+    rain_refract_gain: tuple[float, float] = (0.7, 1.3)
     # snow: three size classes (radius lo, hi px; density lo, hi per 1e4 px at amount 0 and 1; presence p)
     snow_far: tuple[float, float, float, float, float] = (0.5, 1.2, 20.0, 300.0, 0.9)
     snow_mid: tuple[float, float, float, float, float] = (1.2, 3.5, 3.0, 60.0, 0.9)
@@ -269,11 +274,13 @@ class DegradationConfig:
                 f"degradation: snow_cluster_p must be in [0, 1] and 0 < snow_cluster_px lo <= hi, got"
                 f" {self.snow_cluster_p} and {self.snow_cluster_px}"
             )
-        if not (0 <= self.veil_field_p <= 1 and 0 < self.snow_glow[0] <= self.snow_glow[1]):
+        if not (0 <= self.veil_field_p <= 1 and 0 <= self.rain_refract_p <= 1):
             raise ConfigError(
-                f"degradation: veil_field_p must be in [0, 1] and 0 < snow_glow radius lo <= hi, got"
-                f" {self.veil_field_p} and {self.snow_glow[:2]}"
+                f"degradation: veil_field_p and rain_refract_p must be in [0, 1], got {self.veil_field_p} and"
+                f" {self.rain_refract_p}"
             )
+        if not 0 < self.snow_glow[0] <= self.snow_glow[1]:
+            raise ConfigError(f"degradation: snow_glow radius must be 0 < lo <= hi, got {self.snow_glow[:2]}")
         if self.rain_sublayers < 1 or self.snow_shapes < 1 or not self.resample_factors:
             raise ConfigError("degradation: rain_sublayers, snow_shapes and resample_factors must be positive")
 
@@ -295,6 +302,11 @@ DEGRADATION_MIXES: dict[str, DegradationConfig] = {
     "wide_lens": DegradationConfig(
         scene_side=(192.0, 768.0), snow_speckle=(0.25, 0.8, 80.0, 1500.0, 0.5), snow_cluster_p=0.6,
         snow_glow=(4.0, 20.0, 0.3, 4.0, 0.45), veil_field_p=0.35,
+    ),
+    # Training crops: every breadth knob on: `wide_lens` plus refracting rain drops composited over the scene.
+    "wide_all": DegradationConfig(
+        scene_side=(192.0, 768.0), snow_speckle=(0.25, 0.8, 80.0, 1500.0, 0.5), snow_cluster_p=0.6,
+        snow_glow=(4.0, 20.0, 0.3, 4.0, 0.45), veil_field_p=0.35, rain_refract_p=0.35,
     ),
 }
 

@@ -6,7 +6,8 @@ The image-formation models are those the public benchmark sets were made with:
 * Rain (Rain100L/H, Rain1200, JORDER's accumulation model): ``O = screen(J·t + A·(1−t), S·A)``. ``S`` stacks
   1–4 streak layers at different depths; each layer is a few sub-layers of motion-blurred drops whose length,
   width, angle and brightness jitter around the layer's own; near layers are longer, thicker and defocused.
-  Rain screens light onto the scene, so a streak is never darker than what it covers.
+  Rain screens light onto the scene, so a streak is never darker than what it covers; optionally
+  (``rain_refract_p``) drops are composited over it in the colour they refract, and can be darker.
 * Snow (Snow100K, SRRS, CSD): ``O = (J·t + A·(1−t))·(1−M) + C·M``. The flake matte ``M`` stacks layers of three
   size classes (far dust, mid flakes, large near flakes) with irregular outlines, translucency, out-of-focus
   (bokeh) near flakes and wind-streaked flakes. Optional breadth: a dense speckle class, turbulent clustering, and
@@ -40,6 +41,7 @@ _MASK32 = 0xFFFFFFFF
 _S_PARAM, _S_SEEDS, _S_NOISE, _S_RELIEF, _S_JITTER, _S_SCENE, _S_CLUSTER = 1, 2, 3, 4, 5, 6, 7
 # Lens-side breadth (patchy mist, aperture glow): parameter tables, the mist's grid, the glow's jitter and drops.
 _S_MIST_PARAM, _S_GLOW_PARAM, _S_MIST, _S_GLOW, _S_GLOW_SEEDS = 18, 20, 41, 43, 9000
+_S_REFRACT_PARAM = 22  # refracting rain drops
 
 
 # ----------------------------------------------------------------------------- randomness
@@ -385,6 +387,20 @@ def add_rain(clean: torch.Tensor, seeds: torch.Tensor, cfg: DegradationConfig) -
     veiled = _veil(clean, seeds, p, cfg, light, beta)
     out = 1 - (1 - veiled) * (1 - streaks[:, None] * light[:, :, None, None])
     params = {"amount": amount, "layers": active_layers, "angle_deg": torch.rad2deg(angle), "veil_beta": beta}
+    if cfg.rain_refract_p > 0:
+        r = _Params(seeds, dev, _S_REFRACT_PARAM)  # its own table: mixes without it keep their pixels
+        refract = r.chance(cfg.rain_refract_p)
+        gain = r.between(cfg.rain_refract_gain)[:, None, None, None]
+        opacity = r.between((0.6, 1.0))[:, None, None, None]
+        # A drop is a wide-angle lens: it shows the scene upside down and blurred, plus some of the veil's light.
+        view = F.interpolate(
+            F.adaptive_avg_pool2d(clean.flip(2), (max(h // 16, 1), max(w // 16, 1))), size=(h, w), mode="bilinear",
+            align_corners=False,
+        )
+        drop = (0.75 * gain * view + 0.25 * light[:, :, None, None]).clamp(0, 1)
+        alpha = streaks[:, None] * opacity
+        out = torch.where(refract[:, None, None, None], veiled * (1 - alpha) + drop * alpha, out)
+        params["refract"] = refract.float()
     return out.clamp(0, 1), params
 
 
