@@ -12,7 +12,7 @@ import dataclasses
 import types
 import typing
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -285,6 +285,10 @@ class DegradationConfig:
             raise ConfigError("degradation: rain_sublayers, snow_shapes and resample_factors must be positive")
 
 
+# The breadth mixes build on each other: each adds knobs to the one before.
+_WIDE = DegradationConfig(scene_side=(192.0, 768.0), snow_speckle=(0.25, 0.8, 80.0, 1500.0, 0.5), snow_cluster_p=0.6)
+_WIDE_LENS = replace(_WIDE, snow_glow=(4.0, 20.0, 0.3, 4.0, 0.45), veil_field_p=0.35)
+
 DEGRADATION_MIXES: dict[str, DegradationConfig] = {
     "mixed": DegradationConfig(),
     "light": DegradationConfig(amount=(0.0, 0.35), rain_layers=(1, 2), rain_veil_p=0.3, snow_veil_p=0.4),
@@ -294,20 +298,12 @@ DEGRADATION_MIXES: dict[str, DegradationConfig] = {
     # Training crops: all of `mixed` (drizzle included, so light rain is not over-corrected), sized like `broad`.
     "scene": DegradationConfig(scene_side=(192.0, 768.0)),
     # Training crops: `scene` with the snow breadth on: dense speckle flakes and clustered snowfall (ledger run 9).
-    "wide": DegradationConfig(
-        scene_side=(192.0, 768.0), snow_speckle=(0.25, 0.8, 80.0, 1500.0, 0.5), snow_cluster_p=0.6
-    ),
-    # Training crops: `wide` plus lens-side light (aperture-shaped flakes that add light) and patchy mist (a veil
-    # whose transmission is a random field, not the depth proxy) in both tasks (ledger run 11).
-    "wide_lens": DegradationConfig(
-        scene_side=(192.0, 768.0), snow_speckle=(0.25, 0.8, 80.0, 1500.0, 0.5), snow_cluster_p=0.6,
-        snow_glow=(4.0, 20.0, 0.3, 4.0, 0.45), veil_field_p=0.35,
-    ),
-    # Training crops: every breadth knob on: `wide_lens` plus refracting rain drops composited over the scene.
-    "wide_all": DegradationConfig(
-        scene_side=(192.0, 768.0), snow_speckle=(0.25, 0.8, 80.0, 1500.0, 0.5), snow_cluster_p=0.6,
-        snow_glow=(4.0, 20.0, 0.3, 4.0, 0.45), veil_field_p=0.35, rain_refract_p=0.35,
-    ),
+    "wide": _WIDE,
+    # `wide` plus lens-side light (aperture-shaped flakes that add light) and patchy mist (a veil whose transmission
+    # is a random field, not the depth proxy) in both tasks (ledger run 11).
+    "wide_lens": _WIDE_LENS,
+    # Every breadth knob on: `wide_lens` plus refracting rain drops composited over the scene.
+    "wide_all": replace(_WIDE_LENS, rain_refract_p=0.35),
 }
 
 
