@@ -300,7 +300,7 @@ DEGRADATION_MIXES: dict[str, DegradationConfig] = {
     # Training crops: `scene` with the snow breadth on: dense speckle flakes and clustered snowfall (ledger run 9).
     "wide": _WIDE,
     # `wide` plus lens-side light (aperture-shaped flakes that add light) and patchy mist (a veil whose transmission
-    # is a random field, not the depth proxy) in both tasks (ledger run 12).
+    # is a random field, not the depth proxy) in both tasks (ledger run 13).
     "wide_lens": _WIDE_LENS,
     # Every breadth knob on: `wide_lens` plus refracting rain drops composited over the scene.
     "wide_all": replace(_WIDE_LENS, rain_refract_p=0.35),
