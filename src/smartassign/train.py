@@ -732,7 +732,7 @@ def setup(exp: Experiment, resume: bool, data: TrainData | None, procs: Processe
     model: torch.nn.Module = torch.compile(raw) if cfg.compile else raw
     if procs.world_size > 1:
         model = DistributedDataParallel(model, device_ids=[device.index] if cuda else None)
-    autocast_dtype = torch.bfloat16 if cuda and cfg.amp else None
+    autocast_dtype = torch.bfloat16 if (cfg.amp if cuda else cfg.amp_cpu) else None
     return Session(exp, procs, device, Path(cfg.out_dir), raw, model, ema, optimizer, scheduler, state, val, stream,
                    describe, autocast_dtype, channels_last)  # fmt: skip
 

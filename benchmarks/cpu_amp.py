@@ -1,0 +1,106 @@
+"""CPU training throughput in float32 and with bf16 autocast (``train.amp_cpu``), per preset.
+
+Each row times the trainer's own ``train_step`` (forward, the whole loss of eq. 19, backward, clipping, AdamW) on
+one synthetic batch of the engine (``wide_all``, half rain, half snow) for ``--steps`` steps after a warm-up, with
+``--threads`` torch threads. It reports crops per wall second and per CPU-second of this process (the second is
+what one uncontended core would do when other work shares the machine) and the speed-up of bf16 over float32.
+bf16 autocast is fast only on CPUs with native bf16 (AMX or AVX512-BF16, listed in the JSON's ``cpu_flags``);
+elsewhere it is slower, which is why ``train.amp_cpu`` is off by default.
+
+Prints a Markdown table and writes JSON with the command, machine, torch version and load average.
+
+    .venv/bin/python benchmarks/cpu_amp.py                        # the committed figures
+    .venv/bin/python benchmarks/cpu_amp.py --presets tiny --steps 2 --out ''   # a smoke run, no JSON
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shlex
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import cpu_name  # noqa: E402
+from smartassign import build_model  # noqa: E402
+from smartassign.config import LossConfig  # noqa: E402
+from smartassign.data import SyntheticBatches, clean_photos  # noqa: E402
+from smartassign.train import train_step  # noqa: E402
+
+BF16_FLAGS = ("amx_bf16", "amx_tile", "avx512_bf16")
+
+
+def cpu_flags() -> list[str]:
+    """The native-bf16 flags of this CPU that /proc/cpuinfo lists."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return []
+    flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), [])
+    return [f for f in BF16_FLAGS if f in flags]
+
+
+def rate(preset: str, batch: dict[str, Any], dtype: torch.dtype | None, steps: int) -> dict[str, float]:
+    """Crops per wall second and per CPU-second of ``steps`` training steps of ``preset`` after one warm-up step."""
+    torch.manual_seed(0)
+    model = build_model(preset)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    loss = LossConfig(recog="ce", w_recog=0.3)
+    cpu = torch.device("cpu")
+    train_step(model, batch, opt, loss, cpu, dtype, grad_clip=1.0)
+    start, used = time.perf_counter(), time.process_time()
+    for _ in range(steps):
+        train_step(model, batch, opt, loss, cpu, dtype, grad_clip=1.0)
+    wall, used = time.perf_counter() - start, time.process_time() - used
+    n = steps * batch["input"].shape[0]
+    return {"crops_per_s": n / wall, "crops_per_cpu_s": n / used}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--presets", nargs="+", default=["tiny", "small"])
+    parser.add_argument("--crop", type=int, default=128)
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--steps", type=int, default=6)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--out", default="benchmarks/results/cpu_amp.json", help="JSON path; '' = none")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    source = SyntheticBatches(clean_photos("train"), args.crop, args.batch, seed=0, degradation="wide_all")
+    batch = source.batch(0)
+    rows = []
+    for preset in args.presets:
+        fp32 = rate(preset, batch, None, args.steps)
+        bf16 = rate(preset, batch, torch.bfloat16, args.steps)
+        rows.append({"preset": preset, "float32": fp32, "bf16": bf16,
+                     "speedup": bf16["crops_per_cpu_s"] / fp32["crops_per_cpu_s"]})  # fmt: skip
+    print(f"| preset | float32 crops/s (per CPU-s) | bf16 crops/s (per CPU-s) | bf16 speed-up (CPU-s) |  "
+          f"{args.crop}², batch {args.batch}, {args.threads} thread(s)")
+    print("|---|---:|---:|---:|")
+    for r in rows:
+        f, b = r["float32"], r["bf16"]
+        print(f"| {r['preset']} | {f['crops_per_s']:.2f} ({f['crops_per_cpu_s']:.2f}) "
+              f"| {b['crops_per_s']:.2f} ({b['crops_per_cpu_s']:.2f}) | {r['speedup']:.2f}x |")  # fmt: skip
+    if args.out:
+        result = {
+            "command": shlex.join([sys.executable.rsplit("/", 1)[-1], *sys.argv]),
+            "machine": {"cpu": cpu_name(), "cpu_flags": cpu_flags(), "cores": os.cpu_count(),
+                        "platform": platform.platform(), "torch": torch.__version__,
+                        "load_average": os.getloadavg()},  # fmt: skip
+            "settings": vars(args),
+            "rows": rows,
+        }
+        Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+        print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
