@@ -4,8 +4,8 @@ Each row times the trainer's own ``train_step`` (forward, the whole loss of eq. 
 one synthetic batch of the engine (``wide_all``, half rain, half snow) for ``--steps`` steps after a warm-up, with
 ``--threads`` torch threads. It reports crops per wall second and per CPU-second of this process (the second is
 what one uncontended core would do when other work shares the machine) and the speed-up of bf16 over float32.
-bf16 autocast is fast only on CPUs with native bf16 (AMX or AVX512-BF16, listed in the JSON's ``cpu_flags``);
-elsewhere it is slower, which is why ``train.amp_cpu`` is off by default.
+bf16 autocast is fast only on CPUs with native bf16 (AMX or AVX512-BF16: the JSON's ``cpu_flags``, from
+``smartassign.train.native_bf16_flags``); elsewhere it is slower, which is why ``train.amp_cpu`` is off by default.
 
 Prints a Markdown table and writes JSON with the command, machine, torch version and load average.
 
@@ -32,19 +32,7 @@ from _common import cpu_name  # noqa: E402
 from smartassign import build_model  # noqa: E402
 from smartassign.config import LossConfig  # noqa: E402
 from smartassign.data import SyntheticBatches, clean_photos  # noqa: E402
-from smartassign.train import train_step  # noqa: E402
-
-BF16_FLAGS = ("amx_bf16", "amx_tile", "avx512_bf16")
-
-
-def cpu_flags() -> list[str]:
-    """The native-bf16 flags of this CPU that /proc/cpuinfo lists."""
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return []
-    flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), [])
-    return [f for f in BF16_FLAGS if f in flags]
+from smartassign.train import native_bf16_flags, train_step  # noqa: E402
 
 
 def rate(preset: str, batch: dict[str, Any], dtype: torch.dtype | None, steps: int) -> dict[str, float]:
@@ -91,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.out:
         result = {
             "command": shlex.join([sys.executable.rsplit("/", 1)[-1], *sys.argv]),
-            "machine": {"cpu": cpu_name(), "cpu_flags": cpu_flags(), "cores": os.cpu_count(),
+            "machine": {"cpu": cpu_name(), "cpu_flags": native_bf16_flags(), "cores": os.cpu_count(),
                         "platform": platform.platform(), "torch": torch.__version__,
                         "load_average": os.getloadavg()},  # fmt: skip
             "settings": vars(args),

@@ -631,6 +631,23 @@ class Session:
                         self.exp.train.keep_last, self.ema)  # fmt: skip
 
 
+NATIVE_BF16_FLAGS = ("amx_bf16", "avx512_bf16")
+
+
+def native_bf16_flags(cpuinfo: str | None = None) -> list[str]:
+    """The CPU flags that make bf16 autocast fast on this CPU (AMX, AVX512-BF16), from ``/proc/cpuinfo``.
+
+    Empty where the CPU has none of them, or the file is missing (not Linux): there bf16 is emulated and
+    ``train.amp_cpu`` slows training down."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            return []
+    flags = next((line.split(":", 1)[1].split() for line in cpuinfo.splitlines() if line.startswith("flags")), [])
+    return [f for f in NATIVE_BF16_FLAGS if f in flags]
+
+
 def _configure_backends(cfg: TrainConfig, cuda: bool) -> None:
     if cfg.deterministic:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
@@ -733,6 +750,9 @@ def setup(exp: Experiment, resume: bool, data: TrainData | None, procs: Processe
     if procs.world_size > 1:
         model = DistributedDataParallel(model, device_ids=[device.index] if cuda else None)
     autocast_dtype = torch.bfloat16 if (cfg.amp if cuda else cfg.amp_cpu) else None
+    if autocast_dtype and not cuda and not native_bf16_flags() and procs.is_main:
+        log.warning("train.amp_cpu: this CPU has no native bf16 (AMX or AVX512-BF16); bf16 autocast will be slower "
+                    "than float32 here, set train.amp_cpu=false")  # fmt: skip
     return Session(exp, procs, device, Path(cfg.out_dir), raw, model, ema, optimizer, scheduler, state, val, stream,
                    describe, autocast_dtype, channels_last)  # fmt: skip
 
