@@ -376,11 +376,38 @@ def test_tiles_no_longer_change_the_result_with_the_bundled_weights(bundled: sma
     assert np.abs(tiled - whole).mean() <= 0.5
 
 
+def test_bf16_restores_the_bundled_weights_like_float32(bundled: smartassign.SmartAssignNet) -> None:
+    """What ``--precision auto`` gives on a CPU with native bf16: the same picture to a fraction of a uint8 level."""
+    image = weathered(heldout_photo(2, 192, 128), "snow")
+    exact = Restorer(bundled, device="cpu", dtype=torch.float32).restore(image, "snow").image.astype(np.float32)
+    fast = Restorer(bundled, device="cpu", dtype=torch.bfloat16).restore(image, "snow").image.astype(np.float32)
+    assert np.abs(exact - image).mean() > 2  # the network changes the picture ...
+    assert np.abs(fast - exact).mean() < 0.25 and np.abs(fast - exact).max() <= 8  # ... and bf16 hardly changes that
+
+
+def test_precision_auto_is_bf16_only_where_it_is_fast(monkeypatch: pytest.MonkeyPatch) -> None:
+    import smartassign.restore as restore
+
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(restore, "native_bf16_flags", lambda: ["amx_bf16"])
+    assert restore.precision_dtype("auto", cpu) == torch.bfloat16
+    assert smartassign.load(device="cpu").dtype == torch.bfloat16  # load() follows auto ...
+    assert smartassign.load(device="cpu", precision="float32").dtype == torch.float32  # ... unless told
+    monkeypatch.setattr(restore, "native_bf16_flags", lambda: [])
+    assert restore.precision_dtype("auto", cpu) == torch.float32
+    assert restore.precision_dtype("auto", torch.device("cuda")) == torch.bfloat16
+    assert restore.precision_dtype("bf16", cpu) == torch.bfloat16
+    assert restore.precision_dtype("float32", torch.device("cuda")) == torch.float32
+    assert smartassign.load(device="cpu").dtype == torch.float32
+    with pytest.raises(ConfigError, match="unknown precision 'fp8'"):
+        restore.precision_dtype("fp8", cpu)
+
+
 # --- loading ----------------------------------------------------------------------------------------------------
 
 
 def test_load_from_a_saved_file(weights: Path, net: smartassign.SmartAssignNet) -> None:
-    model = smartassign.load(weights, device="cpu", tile=32, overlap=8)
+    model = smartassign.load(weights, device="cpu", precision="float32", tile=32, overlap=8)
     assert model.tasks == ("rain", "snow")
     image = RNG.integers(0, 256, (20, 30, 3), dtype=np.uint8)
     ref = Restorer(net, device="cpu", tile=32, overlap=8).restore(image, "rain").image
@@ -437,6 +464,24 @@ def test_mixed_folder_restores_good_lists_bad_and_exits_1(
     statuses = {Path(r["input"]).name: r["status"] for r in report["images"]}
     assert statuses["a.jpg"] == "restored" and statuses["text.png"] == "failed"
     assert all(r["task"] in TASKS for r in report["images"] if r["status"] == "restored")
+
+
+def test_precision_option_picks_the_arithmetic(
+    tmp_path: Path, weights: Path, net: smartassign.SmartAssignNet, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pixels = good_image(tmp_path / "a.png")
+    exact = Restorer(net, device="cpu", tile=32, overlap=8, dtype=torch.float32).restore(pixels, "rain").image
+    for precision in ("float32", "bf16"):
+        out = tmp_path / precision
+        assert restore_cli(weights, tmp_path / "a.png", "-o", out, "--task", "rain", "--precision", precision) == 0
+        got = read_image(out / "a.png").pixels.astype(np.int16)
+        if precision == "float32":
+            np.testing.assert_array_equal(got, exact)
+        else:
+            assert np.abs(got - exact).mean() < 1.5
+    with pytest.raises(SystemExit) as stop:
+        restore_cli(weights, tmp_path / "a.png", "-o", tmp_path / "x", "--precision", "fp8")
+    assert stop.value.code == 2 and "--precision: invalid choice: 'fp8'" in capsys.readouterr().err
 
 
 def test_reference_prints_each_images_psnr_gain_and_refuses_a_mismatched_one(

@@ -463,7 +463,7 @@ def test_amp_cpu_trains_in_bf16_close_to_float32(amp_cpu: bool, tmp_path: Path) 
 
 
 def test_native_bf16_flags_are_read_from_cpuinfo() -> None:
-    from smartassign.train import native_bf16_flags
+    from smartassign.restore import native_bf16_flags
 
     amx = "processor\t: 0\nflags\t\t: fpu sse avx2 avx512f avx512_bf16 amx_tile amx_bf16\n"
     assert native_bf16_flags(amx) == ["amx_bf16", "avx512_bf16"]

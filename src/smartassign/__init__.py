@@ -48,14 +48,19 @@ def __dir__() -> list[str]:
     return sorted({*globals(), *_LAZY})
 
 
-def load(name_or_path: str | Path = "small", device: str = "auto", **kw: Any) -> Restorer:
-    """A :class:`Restorer` for bundled weights by name (``"small"``) or for a ``.safetensors`` file."""
-    from smartassign.restore import Restorer, bundled_weights
+def load(name_or_path: str | Path = "small", device: str = "auto", precision: str = "auto", **kw: Any) -> Restorer:
+    """A :class:`Restorer` for bundled weights by name (``"small"``) or for a ``.safetensors`` file.
+
+    ``precision``: ``"auto"`` runs the network in bf16 on a GPU and on CPUs with native bf16 (AMX / AVX512-BF16:
+    about twice as fast, pictures within 1e-3 of float32), float32 elsewhere; or ``"float32"`` / ``"bf16"``."""
+    from smartassign.restore import Restorer, bundled_weights, precision_dtype, resolve_device
 
     path = Path(name_or_path)
     if isinstance(name_or_path, str) and not path.suffix and path.name == name_or_path:
         path = bundled_weights(name_or_path)
-    return Restorer.from_weights(path, device, **kw)
+    resolved = resolve_device(device)
+    kw.setdefault("dtype", precision_dtype(precision, resolved))
+    return Restorer.from_weights(path, resolved, **kw)
 
 
 __all__ = [

@@ -60,7 +60,7 @@ from smartassign.errors import ConfigError, DataError, TrainingError
 from smartassign.losses import total_loss
 from smartassign.metrics import Scores, mean_scores, score, to_uint8
 from smartassign.model import SmartAssignNet, count_parameters
-from smartassign.restore import TLC_WINDOW, Restorer, resolve_device
+from smartassign.restore import TLC_WINDOW, Restorer, native_bf16_flags, resolve_device
 
 log = logging.getLogger(__name__)
 LABEL = {task: i for i, task in enumerate(TASKS)}
@@ -629,23 +629,6 @@ class Session:
         meta = {"experiment": experiment_to_dict(self.exp), "metrics": self.state["val"]}
         save_checkpoint(self.run_dir, self.state["step"], self.raw, self.optimizer, self.scheduler, self.state, meta,
                         self.exp.train.keep_last, self.ema)  # fmt: skip
-
-
-NATIVE_BF16_FLAGS = ("amx_bf16", "avx512_bf16")
-
-
-def native_bf16_flags(cpuinfo: str | None = None) -> list[str]:
-    """The CPU flags that make bf16 autocast fast on this CPU (AMX, AVX512-BF16), from ``/proc/cpuinfo``.
-
-    Empty where the CPU has none of them, or the file is missing (not Linux): there bf16 is emulated and
-    ``train.amp_cpu`` slows training down."""
-    if cpuinfo is None:
-        try:
-            cpuinfo = Path("/proc/cpuinfo").read_text()
-        except OSError:
-            return []
-    flags = next((line.split(":", 1)[1].split() for line in cpuinfo.splitlines() if line.startswith("flags")), [])
-    return [f for f in NATIVE_BF16_FLAGS if f in flags]
 
 
 def _configure_backends(cfg: TrainConfig, cuda: bool) -> None:

@@ -8,9 +8,9 @@ import logging
 from pathlib import Path
 
 from smartassign import web
-from smartassign.cli.restore import set_threads
+from smartassign.cli.restore import add_precision, set_threads
 from smartassign.errors import ConfigError
-from smartassign.restore import Restorer
+from smartassign.restore import Restorer, precision_dtype, resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +27,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-concurrent", type=int, default=web.MAX_CONCURRENT, help="images restored at once")
     p.add_argument("--queue-size", type=int, default=web.QUEUE_SIZE, help="requests that may wait (503 beyond)")
     p.add_argument("--threads", type=int, help="CPU threads per restoration (default: one per core)")
+    add_precision(p)
     p.set_defaults(func=run)
 
 
@@ -44,7 +45,8 @@ def run(args: argparse.Namespace) -> int:
     except ImportError as exc:
         raise ConfigError(f"serve needs {exc.name}; install it with: pip install 'smartassign[serve]'") from None
     set_threads(args.threads)
-    restorer = Restorer.from_weights(args.weights, device=args.device)
+    device = resolve_device(args.device)
+    restorer = Restorer.from_weights(args.weights, device=device, dtype=precision_dtype(args.precision, device))
     app = create_app(
         restorer,
         max_upload_mb=args.max_upload_mb,
