@@ -67,8 +67,8 @@ def fit(batch: dict[str, torch.Tensor], variant: str, args: argparse.Namespace) 
         if step % args.every == 0:
             with torch.no_grad():
                 gain = psnr(select_restoration(out, batch["label"]), batch["target"]) - before
-            rows.append({"step": step, "rain": float(gain[rain].mean()), "snow": float(gain[~rain].mean()),
-                         "char": float(terms["char"]), "recog": float(terms.get("recog", torch.nan))})  # fmt: skip
+            logged = {k: float(v.detach()) for k, v in terms.items() if k in ("char", "recog")}
+            rows.append({"step": step, "rain": float(gain[rain].mean()), "snow": float(gain[~rain].mean()), **logged})
             print(f"  {variant} step {step}: gain rain {rows[-1]['rain']:+.2f} snow {rows[-1]['snow']:+.2f} dB",
                   flush=True)  # fmt: skip
         opt.zero_grad(set_to_none=True)
