@@ -108,6 +108,14 @@ def cpu_name() -> str:
     return platform.processor() or "unknown"
 
 
+def machine_facts() -> dict[str, object]:
+    """What a result JSON records of the machine: CPU model, cores, platform, torch version, load average."""
+    import os
+
+    return {"cpu": cpu_name(), "cores": os.cpu_count(), "platform": platform.platform(), "torch": torch.__version__,
+            "load_average": os.getloadavg()}  # fmt: skip
+
+
 def matmul_gflops(n: int = 2048, repeats: int = 3, device: str = "cpu", dtype: torch.dtype = torch.float32) -> float:
     """Measured throughput of one large square ``torch.matmul`` in GFLOP/s (``2 n^3`` FLOPs)."""
     a = torch.randn(n, n, device=device, dtype=dtype)

@@ -21,8 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import shlex
 import sys
 import time
@@ -33,7 +31,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import cpu_name  # noqa: E402
+from _common import machine_facts  # noqa: E402
 from smartassign import build_model  # noqa: E402
 from smartassign.config import LossConfig  # noqa: E402
 from smartassign.data import SyntheticBatches, clean_photos  # noqa: E402
@@ -118,9 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.out:
         result = {
             "command": shlex.join([sys.executable.rsplit("/", 1)[-1], *sys.argv]),
-            "machine": {"cpu": cpu_name(), "cpu_flags": native_bf16_flags(), "cores": os.cpu_count(),
-                        "platform": platform.platform(), "torch": torch.__version__,
-                        "load_average": os.getloadavg()},  # fmt: skip
+            "machine": {**machine_facts(), "cpu_flags": native_bf16_flags()},
             "settings": vars(args),
             "rows": rows,
             "restore": restore,

@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import shlex
 import sys
 import time
@@ -28,7 +26,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import cpu_name  # noqa: E402
+from _common import machine_facts  # noqa: E402
 from smartassign.checkpoint import load_weights  # noqa: E402
 from smartassign.config import LossConfig  # noqa: E402
 from smartassign.data import SyntheticBatches, clean_photos  # noqa: E402
@@ -106,8 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.out:
         out = {
             "command": shlex.join([sys.executable.rsplit("/", 1)[-1], *sys.argv]),
-            "machine": {"cpu": cpu_name(), "cores": os.cpu_count(), "platform": platform.platform(),
-                        "torch": torch.__version__, "load_average": os.getloadavg()},  # fmt: skip
+            "machine": machine_facts(),
             "settings": vars(args),
             "seconds": time.perf_counter() - start,
             "results": results,
