@@ -444,9 +444,9 @@ def test_amp_cpu_trains_in_bf16_close_to_float32(amp_cpu: bool, tmp_path: Path) 
 
     exp = tiny_experiment(tmp_path / "run", amp_cpu=amp_cpu)
     procs, _ = init_processes("cpu")
-    session = setup(exp, False, stripe_data(n=2), procs)
-    assert session.autocast_dtype == (torch.bfloat16 if amp_cpu else None)
     data = stripe_data(n=2)
+    session = setup(exp, False, data, procs)
+    assert session.autocast_dtype == (torch.bfloat16 if amp_cpu else None)
     batch = {k: torch.stack([data.train[t][0][k] for t in ("rain", "snow")]) for k in ("input", "target", "label")}
     results = []
     for dtype in (None, session.autocast_dtype):

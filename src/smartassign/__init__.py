@@ -53,14 +53,13 @@ def load(name_or_path: str | Path = "small", device: str = "auto", precision: st
 
     ``precision``: ``"auto"`` runs the network in bf16 on a GPU and on CPUs with native bf16 (AMX / AVX512-BF16:
     about twice as fast, pictures within 1e-3 of float32), float32 elsewhere; or ``"float32"`` / ``"bf16"``."""
-    from smartassign.restore import Restorer, bundled_weights, precision_dtype, resolve_device
+    from smartassign.restore import Restorer, bundled_weights
 
     path = Path(name_or_path)
     if isinstance(name_or_path, str) and not path.suffix and path.name == name_or_path:
         path = bundled_weights(name_or_path)
-    resolved = resolve_device(device)
-    kw.setdefault("dtype", precision_dtype(precision, resolved))
-    return Restorer.from_weights(path, resolved, **kw)
+    kw.setdefault("dtype", precision)
+    return Restorer.from_weights(path, device, **kw)
 
 
 __all__ = [

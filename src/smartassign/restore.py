@@ -230,15 +230,18 @@ class Restorer:
         device: str | torch.device = "auto",
         tile: int | None = 512,
         overlap: int = 32,
-        dtype: torch.dtype | None = None,
+        dtype: torch.dtype | str | None = None,
         tlc: int | None = TLC_WINDOW,
     ) -> None:
         tile = tile or None  # 0 means: the whole image at once
         if overlap < 0 or (tile is not None and tile <= 2 * overlap):
             raise ConfigError(f"tile {tile} must be larger than twice the overlap {overlap} (and overlap >= 0)")
         self.device = resolve_device(device)
-        # bf16 on CUDA: half the memory and tensor cores; float32 on CPU, reproducible on every chip (evaluation and
-        # the gate use this); the user-facing entry points pass precision_dtype("auto"), bf16 where it is fast.
+        # None: bf16 on CUDA (half the memory, tensor cores), float32 on CPU, reproducible on every chip (evaluation and
+        # the gate use this). A precision name (PRECISIONS) is resolved for this device: the user-facing entry points
+        # pass "auto", bf16 where it is fast.
+        if isinstance(dtype, str):
+            dtype = precision_dtype(dtype, self.device)
         self.dtype = dtype or (torch.bfloat16 if self.device.type == "cuda" else torch.float32)
         memory_format = torch.channels_last if self.device.type == "cuda" else torch.contiguous_format
         self.model = model.eval().to(self.device, memory_format=memory_format)

@@ -27,7 +27,7 @@ from smartassign.checkpoint import atomic_write_text
 from smartassign.errors import ConfigError, ImageError
 from smartassign.io import MAX_PIXELS, SUFFIX_FORMAT, WRITABLE, Picture, read_image, save_picture
 from smartassign.metrics import score, to_uint8
-from smartassign.restore import PRECISIONS, Restorer, precision_dtype, resolve_device, split_pixels
+from smartassign.restore import PRECISIONS, Restorer, split_pixels
 
 FORMATS = {"jpeg": "JPEG", "png": "PNG", "webp": "WEBP", "tiff": "TIFF"}
 # Files read that are written in another format: multi-picture JPEG as JPEG, everything else as PNG.
@@ -355,9 +355,8 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--reference {args.reference}: not a folder of clean originals")
     set_threads(args.threads)
     tlc = {"tlc": None} if args.no_tlc else {}
-    device = resolve_device(args.device)
-    restorer = Restorer.from_weights(args.weights, device=device, tile=args.tile, overlap=args.overlap,
-                                     dtype=precision_dtype(args.precision, device), **tlc)  # fmt: skip
+    restorer = Restorer.from_weights(args.weights, device=args.device, tile=args.tile, overlap=args.overlap,
+                                     dtype=args.precision, **tlc)  # fmt: skip
     for outcome in outcomes:
         print(describe(outcome), file=sys.stderr)
     if earlier:

@@ -10,7 +10,7 @@ from pathlib import Path
 from smartassign import web
 from smartassign.cli.restore import add_precision, set_threads
 from smartassign.errors import ConfigError
-from smartassign.restore import Restorer, precision_dtype, resolve_device
+from smartassign.restore import Restorer
 
 log = logging.getLogger(__name__)
 
@@ -45,8 +45,7 @@ def run(args: argparse.Namespace) -> int:
     except ImportError as exc:
         raise ConfigError(f"serve needs {exc.name}; install it with: pip install 'smartassign[serve]'") from None
     set_threads(args.threads)
-    device = resolve_device(args.device)
-    restorer = Restorer.from_weights(args.weights, device=device, dtype=precision_dtype(args.precision, device))
+    restorer = Restorer.from_weights(args.weights, device=args.device, dtype=args.precision)
     app = create_app(
         restorer,
         max_upload_mb=args.max_upload_mb,
