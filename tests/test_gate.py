@@ -174,3 +174,53 @@ def test_bundle_rescores_saved_scores_of_an_older_scoring(tmp_path, monkeypatch)
     main([*args, "--dry-run"])
     assert scored == [("best.safetensors", gate.GATE_SET.n)]  # current saved figures are reused
 
+
+
+def test_interpolate_is_a_straight_line_between_two_weights_files(tmp_path):
+    from safetensors.torch import load_file
+
+    from smartassign import build_model
+    from smartassign.checkpoint import load_weights, save_weights
+    from smartassign.errors import WeightsError
+
+    torch.manual_seed(0)
+    start, end = tmp_path / "start.safetensors", tmp_path / "end.safetensors"
+    save_weights(build_model("tiny"), start)
+    save_weights(build_model("tiny"), end)
+    a, b = load_file(str(start)), load_file(str(end))
+    for alpha in (0.0, 0.25, 1.0):
+        got = load_file(str(gate.interpolate(start, end, alpha, tmp_path / "mid.safetensors")))
+        for k, v in got.items():
+            if v.is_floating_point():
+                assert torch.allclose(v, a[k] + alpha * (b[k] - a[k]), atol=1e-6), k
+    mid = tmp_path / "mid.safetensors"
+    side = json.loads(mid.with_suffix(".json").read_text())
+    assert side["interpolated"] == {"start": gate.sha256(start), "end": gate.sha256(end), "alpha": 1.0}
+    load_weights(mid)  # loads as a model: the sidecar carries the end's config
+    with pytest.raises(WeightsError, match="not in"):
+        gate.interpolate(start, end, 1.5, mid)
+    save_weights(build_model("small"), tmp_path / "other.safetensors")
+    with pytest.raises(WeightsError, match="other.safetensors: cannot interpolate"):
+        gate.interpolate(start, tmp_path / "other.safetensors", 0.5, mid)
+
+
+def test_bundle_blend_ships_the_best_blend_that_passes(tmp_path, monkeypatch):
+    from smartassign.cli import main
+
+    base = scores(24.0, 23.0, unseen=(20.0, 19.0))
+    marks = {
+        "small.safetensors": base,
+        "best.safetensors": scores(26.0, 25.0, unseen=(20.0, 18.0)),  # the run alone loses unseen snow
+        "blend_0.25.safetensors": scores(24.5, 23.5, unseen=(20.1, 19.1)),  # passes
+        "blend_0.50.safetensors": scores(25.0, 24.0, unseen=(20.2, 19.0)),  # passes, better overall
+        "blend_0.75.safetensors": scores(25.5, 24.5, unseen=(20.3, 18.5)),  # fails on unseen snow
+    }
+    bundled, run, card, args, scored = _bundle_setup(tmp_path, monkeypatch, marks)
+    assert main([*args, "--blend", "0.25", "0.5", "0.75"]) == 0
+    entry = json.loads((tmp_path / "log.json").read_text())[-1]
+    assert entry["bundled"] and entry["blend_alpha"] == 0.5 and entry["verdict"].startswith("blend 0.50")
+    assert [b["alpha"] for b in entry["blends"]] == [0.25, 0.5, 0.75]
+    assert entry["end_sha256"] == entry["blends"][1]["sha256"] != entry["trained_sha256"]
+    assert json.loads(gate.SCORES.read_text())["gate"]["unseen"]["rain"]["automatic_psnr_y"] == 20.2
+    assert ("best.safetensors", gate.GATE_SET.n) not in scored  # only the blends were scored
+    assert main([*args, "--blend", "2"]) == 2

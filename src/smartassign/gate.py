@@ -171,6 +171,38 @@ def better(candidate: dict[str, Any], current: dict[str, Any]) -> tuple[bool, st
     return True, f"mean PSNR-Y {old:.2f} -> {new:.2f} dB, no task worse"
 
 
+def interpolate(start: Path, end: Path, alpha: float, dst: Path) -> Path:
+    """Weights ``(1 - alpha) * start + alpha * end`` written (float32, atomically) to ``dst`` with ``end``'s sidecar
+    and an ``"interpolated"`` note; returns ``dst``.
+
+    Weight-space ensembling of a fine-tuned model with the weights it started from (WiSE-FT: Wortsman et al.,
+    *Robust fine-tuning of zero-shot models*, CVPR 2022): moving part of the way from the bundled weights towards a
+    continuation can keep most of what it gained on the engine's weather while keeping more of what the start did
+    on weather built another way. ``alpha`` 0 is ``start``, 1 is ``end``; both must hold the same tensors (one
+    architecture). Tensors that are not floating point (counters) are taken from ``end``.
+    """
+    from smartassign.checkpoint import load_state
+
+    if not 0.0 <= alpha <= 1.0:
+        raise WeightsError(f"interpolation weight {alpha} is not in [0, 1]")
+    a, b = load_state(Path(start)), load_state(Path(end))
+    if a.keys() != b.keys():
+        diff = sorted(a.keys() ^ b.keys())
+        raise WeightsError(f"{end}: cannot interpolate with {start}: different tensors ({', '.join(diff[:3])} ...)")
+    out = {}
+    for k, vb in b.items():
+        va = a[k]
+        if va.shape != vb.shape:
+            shapes = f"{k} is {tuple(vb.shape)}, not {tuple(va.shape)}"
+            raise WeightsError(f"{end}: cannot interpolate with {start}: {shapes}")
+        out[k] = torch.lerp(va.float(), vb.float(), alpha) if vb.is_floating_point() else vb
+    info = {**read_sidecar(Path(end)), "interpolated": {"start": sha256(start), "end": sha256(end), "alpha": alpha}}
+    info.pop("dtype", None)
+    atomic_write(Path(dst), lambda tmp: save_file(out, str(tmp)))
+    atomic_write_text(sidecar(Path(dst)), json.dumps(info, indent=2) + "\n")
+    return Path(dst)
+
+
 def write_bundle(src: Path, dst: Path, meta: dict[str, Any]) -> None:
     """``src`` as float16 safetensors at ``dst`` with its sidecar plus ``meta`` (atomic, sidecar last)."""
     state = {k: v.half() if v.is_floating_point() else v for k, v in load_file(str(src)).items()}
@@ -274,6 +306,7 @@ __all__ = [
     "UnseenSet",
     "append_ledger",
     "better",
+    "interpolate",
     "ledger_markdown",
     "machine",
     "overall",

@@ -30,6 +30,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--note", default="", help="free text for the ledger (how and where it ran)")
     p.add_argument("--command", default="", help="the training command, for the ledger")
     p.add_argument("--machine", default="", help="where it trained (default: this machine)")
+    p.add_argument(
+        "--blend", type=float, nargs="+", metavar="ALPHA",
+        help="score the weights (1 - ALPHA) * bundled + ALPHA * RUN's instead (weight-space ensembling, WiSE-FT; "
+        "written to RUN/blend_ALPHA.safetensors); of several, the best that passes the gate ships",
+    )
     p.add_argument("--dry-run", action="store_true", help="score and decide, change nothing")
     p.add_argument("--device", default="cpu")
     p.set_defaults(func=run)
@@ -136,10 +141,28 @@ def run(args: argparse.Namespace) -> int:
     else:
         print(f"scoring the bundled weights {gate.BUNDLED} on the gate and unseen sets ...")
         current = gate.score_weights(gate.BUNDLED, gate.GATE_SET, args.device, unseen=gate.UNSEEN_SET)
-    print(f"scoring {candidate} on the gate and unseen sets ...")
-    scores = gate.score_weights(candidate, gate.GATE_SET, args.device, unseen=gate.UNSEEN_SET)
-    ok, why = gate.better(scores, current)
-    print(f"bundled ({current_sha[:10]}):\n{both_tables(current)}\n\ncandidate:\n{both_tables(scores)}\n")
+    trained = candidate
+    candidates = [candidate]
+    if args.blend:
+        for alpha in args.blend:
+            if not 0.0 <= alpha <= 1.0:
+                raise ConfigError(f"--blend {alpha}: not in [0, 1]")
+        candidates = [
+            gate.interpolate(gate.BUNDLED, trained, a, args.run / f"blend_{a:.2f}.safetensors") for a in args.blend
+        ]
+    tried = []
+    for path, alpha in zip(candidates, args.blend or [None], strict=True):
+        print(f"scoring {path} on the gate and unseen sets ...")
+        got = gate.score_weights(path, gate.GATE_SET, args.device, unseen=gate.UNSEEN_SET)
+        passed, reason = gate.better(got, current)
+        print(f"{path.name}:\n{both_tables(got)}\n{'BETTER: ' if passed else 'NOT BETTER: '}{reason}\n")
+        tried.append({"path": path, "alpha": alpha, "scores": got, "ok": passed, "why": reason})
+    # The one to ship (or, when none passes, to record): the best overall among those that pass, else among all.
+    pick = max([t for t in tried if t["ok"]] or tried, key=lambda t: gate.overall(t["scores"]))
+    candidate, scores, ok, why = pick["path"], pick["scores"], pick["ok"], pick["why"]
+    if pick["alpha"] is not None:
+        why = f"blend {pick['alpha']:.2f} of the bundled and the run's weights: {why}"
+    print(f"bundled ({current_sha[:10]}):\n{both_tables(current)}\n\ncandidate {candidate}:\n{both_tables(scores)}\n")
     print(("BETTER: " if ok else "NOT BETTER: ") + why)
     if args.dry_run:
         return 0 if ok else 1
@@ -152,6 +175,18 @@ def run(args: argparse.Namespace) -> int:
         "start_sha256": gate.sha256(init) if record["init_from"] and (init := Path(record["init_from"])).is_file()
         else "",
         "end_sha256": gate.sha256(candidate),
+        **(
+            {
+                "trained_sha256": gate.sha256(trained),
+                "blend_alpha": pick["alpha"],
+                "blends": [
+                    {"alpha": t["alpha"], "sha256": gate.sha256(t["path"]), "scores": t["scores"], "verdict": t["why"]}
+                    for t in tried
+                ],
+            }
+            if args.blend
+            else {}
+        ),
         **{k: record[k] for k in ("steps", "crops_seen", "minutes", "preset", "crop")},
         "scores": scores,
         "bundled": ok,
