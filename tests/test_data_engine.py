@@ -65,7 +65,7 @@ def test_generator_draws_reproducible_seeds(clean):
     assert torch.equal(a, b) and torch.equal(pa["seed"], pb["seed"])
 
 
-@pytest.mark.parametrize("mix", ["mixed", "broad", "wide", "wide_lens", "wide_all"])
+@pytest.mark.parametrize("mix", ["mixed", "broad", "wide", "wide_lens", "wide_all", "wide_near"])
 @pytest.mark.parametrize("task", ["rain", "snow"])
 def test_batched_and_one_by_one_are_identical(task, mix, clean):
     together, _ = degrade(clean, task, seeds=[11, 12, 13, 14], cfg=mix)
@@ -267,6 +267,24 @@ def test_mist_field_veil_follows_the_field_not_the_depth():
     assert corr(misty) > 0.6 and corr(misty) > corr(plain) + 0.3
     with pytest.raises(ConfigError, match="veil_field_p"):
         DegradationConfig(veil_field_p=-0.1)
+
+
+def test_near_veil_leaves_no_part_of_the_picture_clear_and_stays_off_by_default():
+    """Without it the veil's transmission is 1 at the nearest point of every picture (a black scene keeps black
+    pixels); veil in front of the nearest surface lifts every pixel, and p 0 keeps the pixels it had."""
+    black = torch.zeros(16, 3, 64, 64)
+    seeds = torch.arange(16)
+    base = dataclasses.replace(NO_FLAKES, snow_veil_p=1.0, snow_veil_beta=(1.0, 1.0))
+    plain, _ = add_snow(black, seeds, base)
+    near, _ = add_snow(black, seeds, dataclasses.replace(base, veil_near_p=1.0, veil_near=(0.5, 0.5)))
+    assert torch.equal(plain, add_snow(black, seeds, dataclasses.replace(base, veil_near_p=0.0))[0])
+    darkest = lambda img: img.amin(dim=(1, 2, 3))  # noqa: E731
+    assert darkest(plain).max() < 0.05  # somewhere near, clear
+    # d >= 0.5 everywhere: t <= exp(-beta * 0.5) with beta = 1 x (0.3 + 0.7 amount) >= 0.3, A >= 0.7
+    assert (darkest(near) > 0.7 * (1 - math.exp(-0.15)) - 1e-3).all()
+    assert (near >= plain - 1e-6).all()  # the veil only lifts a black scene
+    with pytest.raises(ConfigError, match="veil_near"):
+        DegradationConfig(veil_near=(0.6, 0.2))
 
 
 def test_refracting_drops_can_darken_a_bright_sky_and_stay_off_by_default():

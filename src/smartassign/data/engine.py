@@ -42,6 +42,7 @@ _S_PARAM, _S_SEEDS, _S_NOISE, _S_RELIEF, _S_JITTER, _S_SCENE, _S_CLUSTER = 1, 2,
 # Lens-side breadth (patchy mist, aperture glow): parameter tables, the mist's grid, the glow's jitter and drops.
 _S_MIST_PARAM, _S_GLOW_PARAM, _S_MIST, _S_GLOW, _S_GLOW_SEEDS = 18, 20, 41, 43, 9000
 _S_REFRACT_PARAM = 22  # refracting rain drops
+_S_NEAR_PARAM = 24  # veil in front of the nearest surface
 
 
 # ----------------------------------------------------------------------------- randomness
@@ -296,13 +297,19 @@ def _veil(
     beta: torch.Tensor,
 ) -> torch.Tensor:
     """``J·t + A·(1−t)`` with ``t = exp(−β·d)``: ``d`` the depth proxy or, with probability ``cfg.veil_field_p``,
-    mostly a :func:`mist_field` (its own draws: mixes without it keep their pixels)."""
+    mostly a :func:`mist_field`; with probability ``cfg.veil_near_p`` it starts at ``d0 ~ U(cfg.veil_near)`` rather
+    than 0 (each with its own draws: mixes without them keep their pixels)."""
     d = depth_proxy(clean, seeds, p, cfg)
     if cfg.veil_field_p > 0:
         m = _Params(seeds, clean.device, _S_MIST_PARAM)
         patchy = m.chance(cfg.veil_field_p)
         weight = (m.between((0.6, 1.0)) * patchy)[:, None, None, None]
         d = weight * mist_field(seeds, *clean.shape[2:]) + (1 - weight) * d
+    if cfg.veil_near_p > 0:
+        q = _Params(seeds, clean.device, _S_NEAR_PARAM)
+        near = q.chance(cfg.veil_near_p)
+        d0 = (q.between(cfg.veil_near) * near)[:, None, None, None]
+        d = d0 + (1 - d0) * d
     t = torch.exp(-beta[:, None, None, None] * d)
     return clean * t + light[:, :, None, None] * (1 - t)
 
