@@ -25,7 +25,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from smartassign.checkpoint import atomic_write, atomic_write_text, load_weights, read_sidecar, sidecar
+from smartassign.checkpoint import atomic_write, atomic_write_text, load_state, load_weights, read_sidecar, sidecar
 from smartassign.config import TASKS
 from smartassign.errors import WeightsError
 
@@ -181,8 +181,6 @@ def interpolate(start: Path, end: Path, alpha: float, dst: Path) -> Path:
     on weather built another way. ``alpha`` 0 is ``start``, 1 is ``end``; both must hold the same tensors (one
     architecture). Tensors that are not floating point (counters) are taken from ``end``.
     """
-    from smartassign.checkpoint import load_state
-
     if not 0.0 <= alpha <= 1.0:
         raise WeightsError(f"interpolation weight {alpha} is not in [0, 1]")
     a, b = load_state(Path(start)), load_state(Path(end))

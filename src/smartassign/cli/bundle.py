@@ -142,16 +142,16 @@ def run(args: argparse.Namespace) -> int:
         print(f"scoring the bundled weights {gate.BUNDLED} on the gate and unseen sets ...")
         current = gate.score_weights(gate.BUNDLED, gate.GATE_SET, args.device, unseen=gate.UNSEEN_SET)
     trained = candidate
-    candidates = [candidate]
-    if args.blend:
-        for alpha in args.blend:
-            if not 0.0 <= alpha <= 1.0:
-                raise ConfigError(f"--blend {alpha}: not in [0, 1]")
-        candidates = [
-            gate.interpolate(gate.BUNDLED, trained, a, args.run / f"blend_{a:.2f}.safetensors") for a in args.blend
-        ]
+    for alpha in args.blend or []:  # all checked before any blend is written
+        if not 0.0 <= alpha <= 1.0:
+            raise ConfigError(f"--blend {alpha}: not in [0, 1]")
+    points: list[tuple[Path, float | None]] = (
+        [(gate.interpolate(gate.BUNDLED, trained, a, args.run / f"blend_{a:.2f}.safetensors"), a) for a in args.blend]
+        if args.blend
+        else [(trained, None)]
+    )
     tried = []
-    for path, alpha in zip(candidates, args.blend or [None], strict=True):
+    for path, alpha in points:
         print(f"scoring {path} on the gate and unseen sets ...")
         got = gate.score_weights(path, gate.GATE_SET, args.device, unseen=gate.UNSEEN_SET)
         passed, reason = gate.better(got, current)
