@@ -65,7 +65,7 @@ def test_generator_draws_reproducible_seeds(clean):
     assert torch.equal(a, b) and torch.equal(pa["seed"], pb["seed"])
 
 
-@pytest.mark.parametrize("mix", ["mixed", "broad", "wide", "wide_lens", "wide_all", "wide_near"])
+@pytest.mark.parametrize("mix", ["mixed", "broad", "wide", "wide_lens", "wide_all", "wide_near", "wide_haze"])
 @pytest.mark.parametrize("task", ["rain", "snow"])
 def test_batched_and_one_by_one_are_identical(task, mix, clean):
     together, _ = degrade(clean, task, seeds=[11, 12, 13, 14], cfg=mix)
@@ -355,3 +355,24 @@ def test_bad_input_is_rejected(clean):
         DegradationConfig(amount=(0.5, 0.2))
     with pytest.raises(ConfigError, match="scene_side"):
         DegradationConfig(scene_side=(512.0, 256.0))
+
+
+def _veil_stats(mix: str, task: str, n: int = 1500) -> tuple[float, float]:
+    """How often a veil is drawn and its median strength β (veiled samples only) over ``n`` seeds (weather sized for
+    the 8-pixel image rather than for a whole picture, which only makes it fast)."""
+    add = add_rain if task == "rain" else add_snow
+    cfg = dataclasses.replace(degradation_mix(mix), scene_side=(0.0, 0.0))
+    _, params = add(torch.full((n, 3, 8, 8), 0.5), torch.arange(n), cfg)
+    beta = params["veil_beta"]
+    return (beta > 0).float().mean().item(), beta[beta > 0].median().item()
+
+
+def test_wide_haze_draws_one_veil_distribution_for_both_tasks():
+    """In `wide_haze` the veil cannot tell rain from snow (presence and strength drawn alike); in `wide_near`,
+    which it replaces for training, snow is veiled more often and rain more strongly, a cue the recognition head
+    could learn instead of the streaks and flakes."""
+    (rain_p, rain_b), (snow_p, snow_b) = _veil_stats("wide_haze", "rain"), _veil_stats("wide_haze", "snow")
+    assert abs(rain_p - 0.75) < 0.04 and abs(snow_p - 0.75) < 0.04
+    assert abs(math.log(rain_b / snow_b)) < 0.15
+    (rain_p, _), (snow_p, _) = _veil_stats("wide_near", "rain"), _veil_stats("wide_near", "snow")
+    assert snow_p - rain_p > 0.05
