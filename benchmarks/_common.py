@@ -7,16 +7,20 @@ dependencies (the ``bench`` extra) that the library never needs.
 from __future__ import annotations
 
 import importlib.util
+import json
 import platform
+import shlex
 import statistics
 import sys
 import time
 import types
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
 from torch import nn
+
+from smartassign.checkpoint import atomic_write_text
 
 # Restormer for image deraining (Zamir et al., CVPR 2022, the paper's main peer):
 # the configuration of the authors' Deraining/Options/Deraining_Restormer.yml.
@@ -123,3 +127,28 @@ def matmul_gflops(n: int = 2048, repeats: int = 3, device: str = "cpu", dtype: t
     sync = torch.cuda.synchronize if device == "cuda" else None
     t = median_time(lambda: a @ b, repeats, warmup=1, sync=sync)
     return 2 * n**3 / t / 1e9
+
+
+def write_result(
+    path: str | Path,
+    record: dict[str, object],
+    script: str,
+    argv: Sequence[str] | None = None,
+    machine: dict[str, object] | None = None,
+    indent: int = 1,
+) -> Path:
+    """Write a benchmark's result JSON to ``path`` and say so: ``record`` after the command that reproduces it
+    (``python benchmarks/SCRIPT ARGS``, with ``argv`` or this process's arguments) and the machine it ran on
+    (:func:`machine_facts` with ``machine`` added; a ``"machine"`` or ``"command"`` key of ``record`` wins).
+    Parents are made; the write is atomic, so an interrupted run leaves the previous result whole."""
+    args = sys.argv[1:] if argv is None else list(argv)
+    full = {
+        "command": "python " + shlex.join([f"benchmarks/{script}", *args]),
+        "machine": {**machine_facts(), **(machine or {})},
+        **record,
+    }
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out, json.dumps(full, indent=indent) + "\n")
+    print(f"wrote {out}")
+    return out

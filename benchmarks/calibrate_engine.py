@@ -16,10 +16,7 @@ mixes differ only by their distributions.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
-import shlex
 import sys
 import time
 from collections.abc import Sequence
@@ -29,10 +26,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from smartassign.config import DEGRADATION_MIXES
-from smartassign.data import clean_photos, degrade, load_downscaled
-from smartassign.data.engine import TASKS
-from smartassign.metrics import psnr, rgb_to_y, ssim, to_uint8
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import write_result  # noqa: E402
+from smartassign.config import DEGRADATION_MIXES  # noqa: E402
+from smartassign.data import clean_photos, degrade, load_downscaled  # noqa: E402
+from smartassign.data.engine import TASKS  # noqa: E402
+from smartassign.metrics import psnr, rgb_to_y, ssim, to_uint8  # noqa: E402
 
 PERCENTILES = (10, 50, 90)
 MIXES = tuple(m for m in ("light", "mixed", "heavy") if m in DEGRADATION_MIXES) + tuple(
@@ -155,18 +154,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(table(report))
     print(f"{args.n} held-out crops of {args.size}x{args.size} per task per mix, seed {args.seed}, {seconds:.0f} s")
     result = {
-        "command": "python " + shlex.join(sys.argv if argv is None else ["benchmarks/calibrate_engine.py", *argv]),
         "protocol": "input (degraded, 8-bit) vs clean crop; MATLAB rgb2ycbcr Y; smartassign.metrics psnr/ssim",
         "percentiles": list(PERCENTILES),
-        "torch": torch.__version__,
-        "machine": platform.platform(),
         "seconds": round(seconds, 1),
         "load_average_1min_at_end": os.getloadavg()[0],
         **report,
     }
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=1) + "\n")
-    print(f"wrote {out}")
+    write_result(out, result, "calibrate_engine.py", argv)
     return 0
 
 

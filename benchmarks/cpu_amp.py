@@ -20,8 +20,6 @@ Prints Markdown tables and writes JSON with the command, machine, torch version 
 from __future__ import annotations
 
 import argparse
-import json
-import shlex
 import sys
 import time
 from pathlib import Path
@@ -31,7 +29,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import machine_facts  # noqa: E402
+from _common import write_result  # noqa: E402
 from smartassign import build_model  # noqa: E402
 from smartassign.config import LossConfig  # noqa: E402
 from smartassign.data import SyntheticBatches, clean_photos  # noqa: E402
@@ -114,15 +112,8 @@ def main(argv: list[str] | None = None) -> int:
               f"| mean {restore['mean_abs_levels']:.3f} / max {restore['max_abs_levels']:.0f} uint8 levels, "
               f"{restore['psnr_db']:.1f} dB |")  # fmt: skip
     if args.out:
-        result = {
-            "command": shlex.join([sys.executable.rsplit("/", 1)[-1], *sys.argv]),
-            "machine": {**machine_facts(), "cpu_flags": native_bf16_flags()},
-            "settings": vars(args),
-            "rows": rows,
-            "restore": restore,
-        }
-        Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
-        print(f"wrote {args.out}")
+        result = {"settings": vars(args), "rows": rows, "restore": restore}
+        write_result(args.out, result, "cpu_amp.py", machine={"cpu_flags": native_bf16_flags()}, indent=2)
     return 0
 
 

@@ -9,13 +9,12 @@ for Restormer, deepinv installed without its dependencies (see benchmarks/_commo
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
 import torch
 
-from _common import build_restormer
+from _common import build_restormer, write_result
 from smartassign.model import build_model
 
 
@@ -42,7 +41,7 @@ def main() -> None:
     if not torch.cuda.is_available():
         raise SystemExit("cuda_latency.py: no CUDA GPU")
     models = {name: build_model(name) for name in ("tiny", "small", "base")} | {"restormer": build_restormer()}
-    res: dict[str, object] = {"gpu": torch.cuda.get_device_name(), "torch": torch.__version__}
+    res: dict[str, object] = {"gpu": torch.cuda.get_device_name()}
     print("| model | side | ms | MP/s |\n|---|---:|---:|---:|")
     for name, model in models.items():
         model = model.cuda().eval().to(memory_format=torch.channels_last)
@@ -50,8 +49,7 @@ def main() -> None:
             ms = latency_ms(model, side)
             res[f"{name}@{side}"] = ms
             print(f"| {name} | {side} | {ms:.2f} | {side * side / 1e3 / ms:.1f} |")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(res, indent=1) + "\n")
+    write_result(args.out, res, "cuda_latency.py")
 
 
 if __name__ == "__main__":

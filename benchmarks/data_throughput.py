@@ -19,8 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
-import shlex
 import sys
 import time
 from collections.abc import Sequence
@@ -30,7 +28,7 @@ from typing import Any
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import cpu_name  # noqa: E402
+from _common import write_result  # noqa: E402
 from smartassign import build_model  # noqa: E402
 from smartassign.data import SyntheticBatches, clean_photos  # noqa: E402
 
@@ -177,16 +175,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.quick:
         return 0
     result = {
-        "command": "python " + shlex.join(sys.argv if argv is None else ["benchmarks/data_throughput.py", *argv]),
         "what": "crops/s of SyntheticBatches.batch: clean sampling (uint8 photo tensors on the device: crop, zoom, "
         "flips, rot90, colour jitter) + degrade, half rain half snow per batch, 8-bit quantized",
         "mix": args.mix,
         "batch": args.batch,
-        "machine": platform.platform(),
-        "cpu": cpu_name(),
-        "cpus": os.cpu_count(),
         "gpu": gpu,
-        "torch": torch.__version__,
         "train_photos": len(photos),
         "load_average_at_start": load_start,
         "load_average_at_end": load_end,
@@ -194,9 +187,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "tiny_training_step": model,
         "previous_numpy_engine": previous_figures(args.out),
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    write_result(args.out, result, "data_throughput.py", argv, indent=2)
     return 0
 
 

@@ -17,8 +17,6 @@ Prints a Markdown table and writes JSON with the command and machine.
 from __future__ import annotations
 
 import argparse
-import json
-import shlex
 import sys
 import time
 from pathlib import Path
@@ -26,7 +24,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import machine_facts  # noqa: E402
+from _common import write_result  # noqa: E402
 from smartassign.checkpoint import load_weights  # noqa: E402
 from smartassign.config import LossConfig  # noqa: E402
 from smartassign.data import SyntheticBatches, clean_photos  # noqa: E402
@@ -102,15 +100,8 @@ def main(argv: list[str] | None = None) -> int:
     for v, rows in results.items():
         print(f"| {v} | " + " | ".join(f"{r['rain']:+.2f} / {r['snow']:+.2f}" for r in rows) + " |")
     if args.out:
-        out = {
-            "command": shlex.join([sys.executable.rsplit("/", 1)[-1], *sys.argv]),
-            "machine": machine_facts(),
-            "settings": vars(args),
-            "seconds": time.perf_counter() - start,
-            "results": results,
-        }
-        Path(args.out).write_text(json.dumps(out, indent=2) + "\n")
-        print(f"wrote {args.out}")
+        out = {"settings": vars(args), "seconds": time.perf_counter() - start, "results": results}
+        write_result(args.out, out, "memorise_probe.py", indent=2)
     return 0
 
 

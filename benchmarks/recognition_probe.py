@@ -17,9 +17,6 @@ held-out accuracy per task every ``--every`` steps on 32 + 32 crops of the held-
 from __future__ import annotations
 
 import argparse
-import json
-import platform
-import shlex
 import sys
 import time
 from pathlib import Path
@@ -30,7 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import cpu_name  # noqa: E402
+from _common import write_result  # noqa: E402
 from smartassign.checkpoint import load_weights  # noqa: E402
 from smartassign.data import SyntheticBatches, clean_photos  # noqa: E402
 from smartassign.layers import high_pass  # noqa: E402
@@ -175,17 +172,12 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\n{seconds:.0f}s, {torch.get_num_threads()} thread(s)")
     record = {
         "benchmark": "recognition_probe",
-        "command": shlex.join([sys.executable, *sys.argv]),
         "args": vars(args),
-        "machine": {"cpu": cpu_name(), "platform": platform.platform(), "torch": torch.__version__,
-                    "threads": torch.get_num_threads()},  # fmt: skip
         "weights": str(weights) if args.probe == "head" else None,
         "seconds": seconds,
         "rows": [{**r, "loss": None if r["loss"] != r["loss"] else r["loss"]} for r in rows],
     }
-    out = Path(args.json)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(record, indent=1) + "\n")
+    write_result(args.json, record, "recognition_probe.py", machine={"threads": torch.get_num_threads()})
     return 0
 
 

@@ -34,7 +34,7 @@ import torch
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import cpu_name  # noqa: E402
+from _common import cpu_name, write_result  # noqa: E402
 from smartassign import build_model  # noqa: E402
 from smartassign.checkpoint import save_weights  # noqa: E402
 from smartassign.data import clean_photos, heldout_photo, weathered  # noqa: E402
@@ -191,8 +191,7 @@ def main() -> None:
     width, height = map(int, (args.size or ("4000x3000" if args.heldout else "6000x4000")).lower().split("x"))
     results = heldout_run(args, width, height) if args.heldout else memory_run(args, width, height)
     if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(results, indent=2) + "\n")
+        write_result(args.json, results, "restore_memory.py", indent=2)
 
 
 if __name__ == "__main__":

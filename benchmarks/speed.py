@@ -40,7 +40,7 @@ from typing import Any
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import build_restormer, cpu_name, matmul_gflops, median_time  # noqa: E402
+from _common import build_restormer, cpu_name, matmul_gflops, median_time, write_result  # noqa: E402
 
 RESTORMER = "restormer"
 # name -> (preset, attention kind); "small-window" decides the default attention kind (DESIGN.md).
@@ -561,10 +561,8 @@ def main(argv: list[str] | None = None) -> int:
             c.close()
     results["machine"]["load_avg_end"] = os.getloadavg()
     results["headline"] = headline(results)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=2) + "\n")
     print(markdown(results))
-    log(f"wrote {args.out}")
+    write_result(args.out, results, "speed.py", argv, indent=2)
     return 0
 
 

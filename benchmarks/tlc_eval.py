@@ -14,7 +14,6 @@ and the whole-image result.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import tempfile
@@ -25,7 +24,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import cpu_name  # noqa: E402
+from _common import write_result  # noqa: E402
 from smartassign import load  # noqa: E402
 from smartassign.config import TASKS  # noqa: E402
 from smartassign.data import clean_photos, heldout_photo, weathered  # noqa: E402
@@ -88,9 +87,6 @@ def main() -> None:
     results: dict = {
         "weights": "bundled small",
         "tlc_window": window,
-        "cpu": cpu_name(),
-        "torch": torch.__version__,
-        "torch_threads": torch.get_num_threads(),
         "load_avg_start": os.getloadavg(),
         "sets": {},
     }
@@ -113,8 +109,7 @@ def main() -> None:
     results["seconds"] = round(time.perf_counter() - start)
     results["load_avg_end"] = os.getloadavg()
     if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(results, indent=2) + "\n")
+        write_result(args.json, results, "tlc_eval.py", machine={"torch_threads": torch.get_num_threads()}, indent=2)
 
 
 if __name__ == "__main__":

@@ -10,18 +10,19 @@ gain is what a user of the smoke config can expect. Prints a Markdown table and 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
-import platform
 import shutil
+import sys
 import time
 from pathlib import Path
 
 import torch
 
-from smartassign.config import experiment_to_dict, load_experiment
-from smartassign.data import SyntheticPairs, clean_photos
-from smartassign.train import evaluate, fit
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import write_result  # noqa: E402
+from smartassign.config import experiment_to_dict, load_experiment  # noqa: E402
+from smartassign.data import SyntheticPairs, clean_photos  # noqa: E402
+from smartassign.train import evaluate, fit  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -60,7 +61,6 @@ def main() -> None:
 
     report = {
         "benchmark": "train_smoke",
-        "machine": {"cpu": platform.processor() or platform.machine(), "torch_threads": torch.get_num_threads()},
         "config": experiment_to_dict(exp),
         "budget_min": args.minutes,
         "train_seconds": seconds,
@@ -76,8 +76,8 @@ def main() -> None:
         acc = "n/a" if r["accuracy"] is None else f"{100 * r['accuracy']:.0f}%"
         print(f"| {task} | {i['psnr_y']:.2f} | {o['psnr_y']:.2f} | {o['psnr_y'] - i['psnr_y']:+.2f} | "
               f"{i['ssim_y']:.4f} | {o['ssim_y']:.4f} | {acc} |")  # fmt: skip
-    (args.out / "train_smoke.json").write_text(json.dumps(report, indent=1) + "\n")
-    print(f"\nJSON: {args.out / 'train_smoke.json'}")
+    threads = {"torch_threads": torch.get_num_threads()}
+    write_result(args.out / "train_smoke.json", report, "train_smoke.py", machine=threads)
 
 
 if __name__ == "__main__":

@@ -22,9 +22,7 @@ import hashlib
 import json
 import logging
 import math
-import os
 import platform
-import shlex
 import sys
 import time
 from pathlib import Path
@@ -39,7 +37,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import smartassign  # noqa: E402
 import smartassign.unseen  # noqa: E402
-from _common import cpu_name  # noqa: E402
+from _common import write_result  # noqa: E402
 from smartassign.restore import bundled_weights  # noqa: E402
 from smartassign.unseen import DENSITIES, STYLES, score_item, unseen_set  # noqa: E402
 
@@ -309,21 +307,8 @@ def main(argv: list[str] | None = None) -> int:
     set_hash = hashlib.sha256("".join(it["input_png_sha256"] + it["target_png_sha256"] for it in items).encode())
     record = {
         "benchmark": "unseen_eval",
-        "command": shlex.join([sys.executable, *sys.argv]),
         "args": vars(args),
         "seed": args.seed,
-        "machine": {
-            "platform": platform.platform(),
-            "python": platform.python_version(),
-            "cpu": cpu_name(),
-            "cpu_count": os.cpu_count(),
-            "torch": torch.__version__,
-            "numpy": np.__version__,
-            "scipy": scipy.__version__,
-            "smartassign": smartassign.__version__,
-            "torch_threads": torch.get_num_threads(),
-            "device": str(restorer.device),
-        },
         "weights": {"arg": args.weights, "path": str(wpath), "sha256": sha256_file(wpath)},
         "synth_sha256": sha256_file(Path(smartassign.unseen.__file__)),
         "set_sha256": set_hash.hexdigest(),
@@ -332,10 +317,10 @@ def main(argv: list[str] | None = None) -> int:
         "markdown": md,
         "images": [{k: v for k, v in it.items() if not k.startswith("_")} for it in items],
     }
-    jpath = Path(args.json)
-    jpath.parent.mkdir(parents=True, exist_ok=True)
-    jpath.write_text(json.dumps(finite(record), indent=1, allow_nan=False) + "\n")
-    log.info("results: %s", jpath)
+    machine = {"python": platform.python_version(), "numpy": np.__version__, "scipy": scipy.__version__,
+               "smartassign": smartassign.__version__, "torch_threads": torch.get_num_threads(),
+               "device": str(restorer.device)}  # fmt: skip
+    write_result(args.json, finite(record), "unseen_eval.py", argv, machine=machine)
     return 0
 
 
