@@ -65,7 +65,9 @@ def test_generator_draws_reproducible_seeds(clean):
     assert torch.equal(a, b) and torch.equal(pa["seed"], pb["seed"])
 
 
-@pytest.mark.parametrize("mix", ["mixed", "broad", "wide", "wide_lens", "wide_all", "wide_near", "wide_haze"])
+@pytest.mark.parametrize(
+    "mix", ["mixed", "broad", "wide", "wide_lens", "wide_all", "wide_near", "wide_haze", "wide_fine"]
+)
 @pytest.mark.parametrize("task", ["rain", "snow"])
 def test_batched_and_one_by_one_are_identical(task, mix, clean):
     together, _ = degrade(clean, task, seeds=[11, 12, 13, 14], cfg=mix)
@@ -376,3 +378,21 @@ def test_wide_haze_draws_one_veil_distribution_for_both_tasks():
     assert abs(math.log(rain_b / snow_b)) < 0.15
     (rain_p, _), (snow_p, _) = _veil_stats("wide_near", "rain"), _veil_stats("wide_near", "snow")
     assert snow_p - rain_p > 0.05
+
+
+def test_fine_rain_adds_dense_short_streaks_and_stays_off_by_default():
+    """Fine rain lights many more pixels of a dark scene, more with more density; p 0 keeps every pixel."""
+    dark = torch.full((8, 3, 64, 64), 0.1)
+    seeds = torch.arange(8)
+    base = dataclasses.replace(WEATHER_ONLY, rain_veil_p=0.0, rain_layers=(1, 1), amount=(0.0, 0.0))
+    plain, params = add_rain(dark, seeds, base)
+    assert "fine" not in params
+    assert torch.equal(plain, add_rain(dark, seeds, dataclasses.replace(base, rain_fine_p=0.0))[0])
+    lit = lambda img: (img.mean(1) > 0.11).float().mean().item()  # noqa: E731
+    sparse, _ = add_rain(dark, seeds, dataclasses.replace(base, rain_fine_p=1.0, rain_fine_density=(5e-3, 5e-3)))
+    dense, params = add_rain(dark, seeds, dataclasses.replace(base, rain_fine_p=1.0, rain_fine_density=(4e-2, 4e-2)))
+    assert params["fine"].tolist() == [1.0] * 8
+    assert lit(plain) < lit(sparse) < lit(dense) and lit(dense) > 3 * lit(plain) + 0.05
+    assert (dense >= plain - 1e-6).all()  # light added, never taken
+    with pytest.raises(ConfigError, match="rain_fine"):
+        DegradationConfig(rain_fine_density=(0.0, 0.01))

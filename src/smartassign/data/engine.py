@@ -43,6 +43,7 @@ _S_PARAM, _S_SEEDS, _S_NOISE, _S_RELIEF, _S_JITTER, _S_SCENE, _S_CLUSTER = 1, 2,
 _S_MIST_PARAM, _S_GLOW_PARAM, _S_MIST, _S_GLOW, _S_GLOW_SEEDS = 18, 20, 41, 43, 9000
 _S_REFRACT_PARAM = 22  # refracting rain drops
 _S_NEAR_PARAM = 24  # veil in front of the nearest surface
+_S_FINE_PARAM, _S_FINE_JITTER, _S_FINE_SEEDS = 26, 9200, 9100  # fine rain: its table, streak jitter, drops
 
 
 # ----------------------------------------------------------------------------- randomness
@@ -391,9 +392,12 @@ def add_rain(clean: torch.Tensor, seeds: torch.Tensor, cfg: DegradationConfig) -
         layer_map = (1 - torch.prod(1 - rendered.clamp(0, 1), dim=1)) * (bright * on)[:, None, None]
         layer_map = layer_map / (1 + 0.5 * defocus[:, None, None])  # a defocused drop spreads its light
         streaks = 1 - (1 - streaks) * (1 - layer_map.clamp(0, 1))
+    params = {"amount": amount, "layers": active_layers, "angle_deg": torch.rad2deg(angle), "veil_beta": beta}
+    if cfg.rain_fine_p > 0:
+        fine, params["fine"] = _fine_rain(seeds, cfg, s, angle, h, w)
+        streaks = 1 - (1 - streaks) * (1 - fine)
     veiled = _veil(clean, seeds, p, cfg, light, beta)
     out = 1 - (1 - veiled) * (1 - streaks[:, None] * light[:, :, None, None])
-    params = {"amount": amount, "layers": active_layers, "angle_deg": torch.rad2deg(angle), "veil_beta": beta}
     if cfg.rain_refract_p > 0:
         r = _Params(seeds, dev, _S_REFRACT_PARAM)  # its own table: mixes without it keep their pixels
         refract = r.chance(cfg.rain_refract_p)
@@ -409,6 +413,32 @@ def add_rain(clean: torch.Tensor, seeds: torch.Tensor, cfg: DegradationConfig) -
         out = torch.where(refract[:, None, None, None], veiled * (1 - alpha) + drop * alpha, out)
         params["refract"] = refract.float()
     return out.clamp(0, 1), params
+
+
+def _fine_rain(
+    seeds: torch.Tensor, cfg: DegradationConfig, s: torch.Tensor, angle: torch.Tensor, h: int, w: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(B, H, W)`` streak light of the fine-rain layer (zeros where a sample draws none) and ``(B,)`` 1/0 whether it
+    drew one: dense, short, faint streaks along the rain's direction (±6°), two jittered streak groups; drawn from
+    their own tables, so mixes without it keep their pixels."""
+    dev, b = seeds.device, len(seeds)
+    q = _Params(seeds, dev, _S_FINE_PARAM)
+    on = q.chance(cfg.rain_fine_p)
+    density = q.log_between(cfg.rain_fine_density) * on
+    length = q.log_between(cfg.rain_fine_length_px) * s
+    width = q.between((0.4, 0.9)) * s
+    bright = q.between(cfg.rain_fine_brightness)
+    ang = angle + torch.deg2rad(12.0 * (q.next() - 0.5))
+    subs = 2
+    jit = uniform(seeds, _S_FINE_JITTER, (subs, 3), dev)
+    k_len = (length[:, None] * (0.7 + 0.6 * jit[..., 0])).reshape(-1)
+    k_wid = (width[:, None] * (0.8 + 0.4 * jit[..., 1])).reshape(-1)
+    k_ang = (ang[:, None] + torch.deg2rad(6.0 * (jit[..., 2] - 0.5))).reshape(-1)
+    ksize = int(2 * math.ceil(cfg.rain_fine_length_px[1] * scale_bound(h, w, cfg) * 1.3 / 2) + 5)
+    kernels = _streak_kernels(k_len, k_wid, k_ang, ksize)
+    imp = torch.stack([_sparse_seeds(seeds, _S_FINE_SEEDS + j, density / subs, h, w) for j in range(subs)], dim=1)
+    rendered = _fft_conv(imp.reshape(-1, h, w), kernels).reshape(b, subs, h, w).clamp(0, 1)
+    return (1 - torch.prod(1 - rendered, dim=1)) * bright[:, None, None], on.float()
 
 
 def _cluster_field(
