@@ -312,6 +312,15 @@ class DegradationConfig:
 # The breadth mixes build on each other: each adds knobs to the one before.
 _WIDE = DegradationConfig(scene_side=(192.0, 768.0), snow_speckle=(0.25, 0.8, 80.0, 1500.0, 0.5), snow_cluster_p=0.6)
 _WIDE_LENS = replace(_WIDE, snow_glow=(4.0, 20.0, 0.3, 4.0, 0.45), veil_field_p=0.35)
+_WIDE_HAZE = replace(
+    _WIDE_LENS,
+    rain_refract_p=0.35,
+    rain_veil_p=0.75,
+    snow_veil_p=0.75,
+    rain_veil_beta=(0.05, 1.5),
+    snow_veil_beta=(0.05, 1.5),
+    veil_near_p=0.65,
+)
 
 DEGRADATION_MIXES: dict[str, DegradationConfig] = {
     "mixed": DegradationConfig(),
@@ -335,19 +344,11 @@ DEGRADATION_MIXES: dict[str, DegradationConfig] = {
     # nearest surface 0.65 of the time): haze then says nothing about which weather it is, so recognition must read
     # streaks and flakes (ledger run #16 read unseen hazy rain as snow), and rain gets the heavier veils that the
     # unseen set's rain carries over the whole frame (its loss there is low-frequency, docs/training.md).
-    "wide_haze": replace(
-        _WIDE_LENS,
-        rain_refract_p=0.35,
-        rain_veil_p=0.75,
-        snow_veil_p=0.75,
-        rain_veil_beta=(0.05, 1.5),
-        snow_veil_beta=(0.05, 1.5),
-        veil_near_p=0.65,
-    ),
+    "wide_haze": _WIDE_HAZE,
+    # `wide_haze` plus fine rain (ledger run #17: its snow head removed the dense fine streaks of an unseen rain style
+    # that no rain head touched). Only ledger run #19's 430 steps trained on it.
+    "wide_fine": replace(_WIDE_HAZE, rain_fine_p=0.4),
 }
-# `wide_haze` plus fine rain (ledger run #17: its snow head removed the dense fine streaks of an unseen rain style
-# that no rain head touched). Not yet trained on.
-DEGRADATION_MIXES["wide_fine"] = replace(DEGRADATION_MIXES["wide_haze"], rain_fine_p=0.4)
 
 
 def degradation_mix(name: str) -> DegradationConfig:

@@ -209,7 +209,7 @@ def _glow_layer(
     """``(B, H, W)`` the light that lens-side flakes add: :func:`_aperture_kernels` dropped at ``cfg.snow_glow``
     density, each group with its own size, shape and brightness; zeros where a sample draws none."""
     s_hi, h, w = dims
-    b, dev = len(seeds), seeds.device
+    dev = seeds.device
     g = _Params(seeds, dev, _S_GLOW_PARAM)
     r_lo, r_hi, dens_lo, dens_hi, p_glow = cfg.snow_glow
     on = g.chance(p_glow).float()
@@ -225,10 +225,19 @@ def _glow_layer(
         (0.8 * jit[..., 3]).reshape(-1), ((0.5 + 1.5 * jit[..., 4]) * s[:, None]).reshape(-1),
         int(2 * math.ceil(r_hi * s_hi * 1.25) + 5),
     )  # fmt: skip
-    imp = torch.stack([_sparse_seeds(seeds, _S_GLOW_SEEDS + j, density / subs, h, w) for j in range(subs)], dim=1)
-    rendered = _fft_conv(imp.reshape(-1, h, w), kernels).reshape(b, subs, h, w).clamp(min=0)
+    rendered = _drop_groups(seeds, _S_GLOW_SEEDS, density / subs, kernels, subs, h, w).clamp(min=0)
     rendered = rendered * (0.5 + 0.5 * jit[..., 5])[:, :, None, None]
     return rendered.sum(dim=1) * gain[:, None, None]
+
+
+def _drop_groups(
+    seeds: torch.Tensor, stream: int, density: torch.Tensor, kernels: torch.Tensor, subs: int, h: int, w: int
+) -> torch.Tensor:
+    """``(B, subs, H, W)``: ``subs`` groups of drops, group ``j`` the impulses of hash stream ``stream + j`` at
+    ``density`` per pixel (see :func:`_sparse_seeds`) drawn with its own kernel of ``kernels`` ``(B·subs, k, k)``;
+    not clamped."""
+    imp = torch.stack([_sparse_seeds(seeds, stream + j, density, h, w) for j in range(subs)], dim=1)
+    return _fft_conv(imp.reshape(-1, h, w), kernels).reshape(len(seeds), subs, h, w)
 
 
 def _sparse_seeds(seeds: torch.Tensor, stream: int, density: torch.Tensor, h: int, w: int) -> torch.Tensor:
@@ -383,11 +392,8 @@ def add_rain(clean: torch.Tensor, seeds: torch.Tensor, cfg: DegradationConfig) -
         k_wid = ((width[:, None] * (0.7 + 0.6 * jit[..., 1])) + (defocus * s)[:, None]).reshape(-1)
         k_ang = (layer_angle[:, None] + torch.deg2rad(cfg.rain_angle_jitter_deg * (jit[..., 2] - 0.5) * 2)).reshape(-1)
         kernels = _streak_kernels(k_len, k_wid, k_ang, ksize)
-        imp = torch.stack(
-            [_sparse_seeds(seeds, _S_SEEDS + 100 * layer + j, density / subs, h, w) for j in range(subs)], dim=1
-        )  # (B, subs, H, W)
         amp = 0.75 + 0.5 * jit[..., 3]  # per-group brightness
-        rendered = _fft_conv(imp.reshape(-1, h, w), kernels).reshape(b, subs, h, w).clamp(0, 1)
+        rendered = _drop_groups(seeds, _S_SEEDS + 100 * layer, density / subs, kernels, subs, h, w).clamp(0, 1)
         rendered = rendered * amp[:, :, None, None]
         layer_map = (1 - torch.prod(1 - rendered.clamp(0, 1), dim=1)) * (bright * on)[:, None, None]
         layer_map = layer_map / (1 + 0.5 * defocus[:, None, None])  # a defocused drop spreads its light
@@ -421,7 +427,7 @@ def _fine_rain(
     """``(B, H, W)`` streak light of the fine-rain layer (zeros where a sample draws none) and ``(B,)`` 1/0 whether it
     drew one: dense, short, faint streaks along the rain's direction (±6°), two jittered streak groups; drawn from
     their own tables, so mixes without it keep their pixels."""
-    dev, b = seeds.device, len(seeds)
+    dev = seeds.device
     q = _Params(seeds, dev, _S_FINE_PARAM)
     on = q.chance(cfg.rain_fine_p)
     density = q.log_between(cfg.rain_fine_density) * on
@@ -436,8 +442,7 @@ def _fine_rain(
     k_ang = (ang[:, None] + torch.deg2rad(6.0 * (jit[..., 2] - 0.5))).reshape(-1)
     ksize = int(2 * math.ceil(cfg.rain_fine_length_px[1] * scale_bound(h, w, cfg) * 1.3 / 2) + 5)
     kernels = _streak_kernels(k_len, k_wid, k_ang, ksize)
-    imp = torch.stack([_sparse_seeds(seeds, _S_FINE_SEEDS + j, density / subs, h, w) for j in range(subs)], dim=1)
-    rendered = _fft_conv(imp.reshape(-1, h, w), kernels).reshape(b, subs, h, w).clamp(0, 1)
+    rendered = _drop_groups(seeds, _S_FINE_SEEDS, density / subs, kernels, subs, h, w).clamp(0, 1)
     return (1 - torch.prod(1 - rendered, dim=1)) * bright[:, None, None], on.float()
 
 
@@ -496,8 +501,7 @@ def _flake_layer(
         kmax,
     )
     dmap = density[:, None, None] / subs * cluster
-    imp = torch.stack([_sparse_seeds(seeds, _S_SEEDS + 100 * ci + j, dmap, h, w) for j in range(subs)], dim=1)
-    rendered = _fft_conv(imp.reshape(-1, h, w), kernels).reshape(b, subs, h, w).clamp(0, 1)
+    rendered = _drop_groups(seeds, _S_SEEDS + 100 * ci, dmap, kernels, subs, h, w).clamp(0, 1)
     rendered = rendered * (0.6 + 0.4 * jit[..., 4])[:, :, None, None]  # translucency per flake group
     return (1 - torch.prod(1 - rendered, dim=1)) * (opacity * on)[:, None, None], on
 
