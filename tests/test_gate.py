@@ -224,3 +224,36 @@ def test_bundle_blend_ships_the_best_blend_that_passes(tmp_path, monkeypatch):
     assert json.loads(gate.SCORES.read_text())["gate"]["unseen"]["rain"]["automatic_psnr_y"] == 20.2
     assert ("best.safetensors", gate.GATE_SET.n) not in scored  # only the blends were scored
     assert main([*args, "--blend", "2"]) == 2
+
+
+def test_refused_runs_best_overall_becomes_the_frontier_until_a_bundle(tmp_path, monkeypatch):
+    """A refused run that is the best overall yet is kept (float16) for the next machine's ``--init``; a worse
+    one leaves it; a bundled run that beats it removes it."""
+    from safetensors.torch import load_file
+
+    from smartassign.cli import main
+
+    bundled_scores = scores(24.0, 23.0, unseen=(20.0, 19.0))  # overall 21.5
+    marks = {"small.safetensors": bundled_scores, "best.safetensors": scores(25.0, 24.0, unseen=(19.0, 19.0))}
+    bundled, run, card, args, scored = _bundle_setup(tmp_path, monkeypatch, marks)
+    frontier = tmp_path / "frontier" / "small.safetensors"
+    args = [*args, "--frontier", str(frontier)]
+    assert main(args) == 1  # refused: worse on unseen rain, but overall 21.75 > 21.5
+    assert all(v.dtype == torch.float16 for v in load_file(str(frontier)).values() if v.is_floating_point())
+    assert gate.frontier_overall(frontier) == pytest.approx(21.75)
+    entry = json.loads((tmp_path / "log.json").read_text())[-1]
+    assert entry["frontier"].startswith("kept as the frontier") and not entry["bundled"]
+    kept = gate.sha256(frontier)
+
+    marks["best.safetensors"] = scores(24.6, 23.6, unseen=(19.0, 19.0))  # refused, overall 21.55: above bundled only
+    assert main(args) == 1
+    assert gate.sha256(frontier) == kept
+    assert "not above the frontier's 21.75" in json.loads((tmp_path / "log.json").read_text())[-1]["frontier"]
+
+    marks["best.safetensors"] = scores(24.0, 22.0, unseen=(21.0, 18.0))  # refused and below the bundled overall
+    assert main(args) == 1 and gate.sha256(frontier) == kept
+
+    marks["best.safetensors"] = scores(26.0, 25.0, unseen=(20.5, 19.5))  # bundled, overall 22.75 > 21.75
+    assert main(args) == 0
+    assert not frontier.exists() and not frontier.with_suffix(".json").exists()
+    assert "removed" in json.loads((tmp_path / "log.json").read_text())[-1]["frontier"]

@@ -209,6 +209,49 @@ def write_bundle(src: Path, dst: Path, meta: dict[str, Any]) -> None:
     atomic_write_text(sidecar(dst), json.dumps(info, indent=2) + "\n")
 
 
+def frontier_overall(frontier: Path) -> float | None:
+    """The :func:`overall` figure recorded with the frontier weights at ``frontier`` (None: no frontier, or one
+    scored by another :data:`SCORING` version, which any scored run may replace)."""
+    if not Path(frontier).is_file():
+        return None
+    info = read_sidecar(Path(frontier)).get("frontier", {})
+    return info.get("overall_psnr_y") if info.get("scoring") == SCORING else None
+
+
+def keep_frontier(
+    frontier: Path, weights: Path, scores: dict[str, Any] | None, bundled: dict[str, Any], meta: dict[str, Any]
+) -> tuple[bool, str]:
+    """Keep a refused run's weights as the training chain's head when they are the best overall yet.
+
+    Run folders live on the machine that trained them and are gone on the next one; the frontier is a float16
+    copy at ``frontier`` (committed with the ledger) that the next session continues with ``--init``, so compute
+    spent on a run the gate refused is not lost. ``weights`` become the frontier only if they were scored
+    (``scores``; a blend's scores do not describe them), their :func:`overall` is above the bundled weights'
+    (``bundled``) and above the frontier's. Returns whether they were kept and why.
+    """
+    if scores is None:
+        return False, "the run's own weights were not scored (only blends): frontier unchanged"
+    new, floor = overall(scores), overall(bundled)
+    if new <= floor:
+        return False, f"overall {new:.2f} dB is not above the bundled weights' {floor:.2f} dB: frontier unchanged"
+    old = frontier_overall(frontier)
+    if old is not None and new <= old:
+        return False, f"overall {new:.2f} dB is not above the frontier's {old:.2f} dB: frontier unchanged"
+    Path(frontier).parent.mkdir(parents=True, exist_ok=True)
+    write_bundle(weights, Path(frontier), {"frontier": {**meta, "overall_psnr_y": new, "scoring": SCORING}})
+    return True, f"kept as the frontier {frontier} (overall {new:.2f} dB, bundled {floor:.2f} dB)"
+
+
+def clear_frontier(frontier: Path, bundled: dict[str, Any]) -> str:
+    """After a bundle: remove the frontier unless its :func:`overall` is still above the new bundled weights'."""
+    old = frontier_overall(frontier)
+    if not Path(frontier).is_file() or (old is not None and old > overall(bundled)):
+        return "frontier unchanged"
+    Path(frontier).unlink()
+    sidecar(Path(frontier)).unlink(missing_ok=True)
+    return f"frontier {frontier} removed: the bundled weights are the chain's head"
+
+
 def machine() -> str:
     """A short description of this machine, for the ledger."""
     if torch.cuda.is_available():
@@ -304,7 +347,10 @@ __all__ = [
     "UnseenSet",
     "append_ledger",
     "better",
+    "clear_frontier",
+    "frontier_overall",
     "interpolate",
+    "keep_frontier",
     "ledger_markdown",
     "machine",
     "overall",

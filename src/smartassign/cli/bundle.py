@@ -27,6 +27,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--weights", type=Path, help="score this weights file instead of RUN/best.safetensors")
     p.add_argument("--ledger", type=Path, default=Path("docs/training_log.json"), help="the ledger to append to")
     p.add_argument("--card", type=Path, default=Path("docs/MODEL_CARD.md"), help="model card whose scores to rewrite")
+    p.add_argument(
+        "--frontier", type=Path, default=Path("frontier/small.safetensors"),
+        help="where a refused run's weights are kept when they are the best overall yet, for the next session's "
+        "--init (default: %(default)s; commit it with the ledger)",
+    )
     p.add_argument("--note", default="", help="free text for the ledger (how and where it ran)")
     p.add_argument("--command", default="", help="the training command, for the ledger")
     p.add_argument("--machine", default="", help="where it trained (default: this machine)")
@@ -192,8 +197,14 @@ def run(args: argparse.Namespace) -> int:
         "bundled": ok,
         "verdict": why,
     }
+    meta = {"ledger_entry": len(json.loads(args.ledger.read_text())) + 1 if args.ledger.is_file() else 1}
     if ok:
-        meta = {"ledger_entry": len(json.loads(args.ledger.read_text())) + 1 if args.ledger.is_file() else 1}
+        entry["frontier"] = gate.clear_frontier(args.frontier, scores)
+    else:  # the run's own weights (not a blend) continue the chain if they are the best overall yet
+        own = next((t["scores"] for t in tried if t["alpha"] in (None, 1.0)), None)
+        entry["frontier"] = gate.keep_frontier(args.frontier, trained, own, current, {**meta, "run": str(args.run)})[1]
+    print(entry["frontier"])
+    if ok:
         gate.write_bundle(candidate, gate.BUNDLED, meta)
         ci = gate.score_weights(gate.BUNDLED, gate.CI_SET, args.device)
         atomic_write_text(
