@@ -66,7 +66,7 @@ def test_generator_draws_reproducible_seeds(clean):
 
 
 @pytest.mark.parametrize(
-    "mix", ["mixed", "broad", "wide", "wide_lens", "wide_all", "wide_near", "wide_haze", "wide_fine"]
+    "mix", ["mixed", "broad", "wide", "wide_lens", "wide_all", "wide_near", "wide_haze", "wide_fine", "wide_clear"]
 )
 @pytest.mark.parametrize("task", ["rain", "snow"])
 def test_batched_and_one_by_one_are_identical(task, mix, clean):
@@ -396,3 +396,27 @@ def test_fine_rain_adds_dense_short_streaks_and_stays_off_by_default():
     assert (dense >= plain - 1e-6).all()  # light added, never taken
     with pytest.raises(ConfigError, match="rain_fine"):
         DegradationConfig(rain_fine_density=(0.0, 0.01))
+
+
+@pytest.mark.parametrize("task", ["rain", "snow"])
+def test_clear_samples_carry_no_weather_and_leave_the_others_alone(task, clean):
+    """With ``clear_p`` a sample is its clean picture (the camera side aside) or exactly what it is without the
+    knob; about ``clear_p`` of them are clear; 0 (every evaluation mix) changes nothing."""
+    seeds = list(range(40))
+    batch = clean[torch.arange(40) % len(clean)]
+    weather, params = degrade(batch, task, seeds=seeds, cfg=WEATHER_ONLY)
+    assert "clear" not in params
+    some, params = degrade(batch, task, seeds=seeds, cfg=dataclasses.replace(WEATHER_ONLY, clear_p=0.3))
+    clear = params["clear"]
+    assert 4 <= int(clear.sum()) <= 20
+    assert torch.equal(some[clear], batch[clear]) and torch.equal(some[~clear], weather[~clear])
+    assert not torch.equal(weather[clear], batch[clear])
+    assert degrade_mix_clear_share("wide_clear") == pytest.approx(0.15, abs=0.04)
+    with pytest.raises(ConfigError, match="clear_p"):
+        DegradationConfig(clear_p=1.5)
+
+
+def degrade_mix_clear_share(mix: str) -> float:
+    """Share of clear samples among 400 seeds of ``mix``."""
+    tiny = torch.full((400, 3, 8, 8), 0.5)
+    return degrade(tiny, "rain", seeds=range(400), cfg=mix)[1]["clear"].float().mean().item()

@@ -263,6 +263,12 @@ class DegradationConfig:
     # point of every veiled picture).
     veil_near_p: float = 0.0
     veil_near: tuple[float, float] = (0.2, 0.8)
+    # Both tasks: with probability ``clear_p`` a sample carries no weather at all (no streaks, flakes or veil; the
+    # camera side below still applies). Every other sample has weather, and weather only ever adds light, so a
+    # network that never sees a clear picture learns to take some light away from every picture: the bundled
+    # weights darken a clear photograph by 7-11 grey levels (docs/training.md, run #20). Users' photos are often
+    # clear in parts, or nearly clear all over.
+    clear_p: float = 0.0
     # camera, both tasks
     blur_p: float = 0.2
     blur_sigma: tuple[float, float] = (0.3, 1.2)
@@ -292,6 +298,8 @@ class DegradationConfig:
                 f"degradation: veil_field_p and rain_refract_p must be in [0, 1], got {self.veil_field_p} and"
                 f" {self.rain_refract_p}"
             )
+        if not 0 <= self.clear_p <= 1:
+            raise ConfigError(f"degradation: clear_p must be in [0, 1], got {self.clear_p}")
         if not (0 <= self.veil_near_p <= 1 and 0 <= self.veil_near[0] <= self.veil_near[1] <= 1):
             raise ConfigError(
                 f"degradation: veil_near_p must be in [0, 1] and veil_near a range within [0, 1], got "
@@ -348,6 +356,8 @@ DEGRADATION_MIXES: dict[str, DegradationConfig] = {
     # `wide_haze` plus fine rain (ledger run #17: its snow head removed the dense fine streaks of an unseen rain style
     # that no rain head touched). Only ledger run #19's 430 steps trained on it.
     "wide_fine": replace(_WIDE_HAZE, rain_fine_p=0.4),
+    # `wide_fine` plus clear samples (clear_p 0.15): without them the network darkens clear pictures (run #20).
+    "wide_clear": replace(_WIDE_HAZE, rain_fine_p=0.4, clear_p=0.15),
 }
 
 

@@ -12,7 +12,8 @@ The image-formation models are those the public benchmark sets were made with:
   size classes (far dust, mid flakes, large near flakes) with irregular outlines, translucency, out-of-focus
   (bokeh) near flakes and wind-streaked flakes. Optional breadth: a dense speckle class, turbulent clustering, and
   lens-side flakes that add light as images of the aperture (``snow_glow``).
-* Both: the veil ``t = exp(−β·d)`` follows a depth proxy made from the scene (bright, flat areas such as sky
+* Both: with probability ``clear_p`` a sample is left without weather (the camera side still applies). The veil
+  ``t = exp(−β·d)`` follows a depth proxy made from the scene (bright, flat areas such as sky
   are far: a dark-channel cue) blended with a horizon ramp and smooth relief, or (``veil_field_p``) mostly a
   smooth random field, mist in banks; then the camera: mild blur,
   resampling, signal-dependent sensor noise and JPEG recompression at a random quality.
@@ -44,6 +45,7 @@ _S_MIST_PARAM, _S_GLOW_PARAM, _S_MIST, _S_GLOW, _S_GLOW_SEEDS = 18, 20, 41, 43, 
 _S_REFRACT_PARAM = 22  # refracting rain drops
 _S_NEAR_PARAM = 24  # veil in front of the nearest surface
 _S_FINE_PARAM, _S_FINE_JITTER, _S_FINE_SEEDS = 26, 9200, 9100  # fine rain: its table, streak jitter, drops
+_S_CLEAR_PARAM = 28  # samples left without weather
 
 
 # ----------------------------------------------------------------------------- randomness
@@ -672,6 +674,10 @@ def degrade(
         degraded, p = fn(clean[sel], s[sel], cfg)
         out[sel] = degraded
         params[name] = {k: v.cpu() for k, v in p.items()}
+    if cfg.clear_p > 0:
+        clear = _Params(s, clean.device, _S_CLEAR_PARAM).chance(cfg.clear_p)
+        out = torch.where(clear[:, None, None, None], clean, out)
+        params["clear"] = clear.cpu()
     out, cam = camera(out, s, cfg)
     params["camera"] = {k: v.cpu() for k, v in cam.items()}
     return out, params
