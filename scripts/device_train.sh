@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Continue the bundled weights on a lent GPU for MINUTES minutes; writes float16 EMA weights under $OUT.
+# Continue the chain's head (frontier/ or the bundled weights) on a lent GPU for MINUTES minutes;
+# writes float16 EMA weights under $OUT.
 #
 # Here, first (CPU):   python scripts/pack_photos.py .carry/photos            # ~25 MiB, ignored by git
 #                      OUT=/tmp/out MINUTES=0.5 STEPS=4 DEVICE=cpu BATCH=2 CROP=64 bash scripts/device_train.sh
@@ -17,7 +18,10 @@ STEPS=${STEPS:-20000}
 BATCH=${BATCH:-32}
 CROP=${CROP:-192}
 DEVICE=${DEVICE:-auto}
-INIT=${INIT:-src/smartassign/weights/small.safetensors}
+# The chain's head: the frontier (the best refused run, committed) when there is one, else the bundled file.
+FRONTIER=frontier/small.safetensors
+[ -f "$FRONTIER" ] && HEAD="$FRONTIER" || HEAD=src/smartassign/weights/small.safetensors
+INIT=${INIT:-$HEAD}
 PY=${PY:-python3}
 RUN="$OUT/run"
 export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}" SMARTASSIGN_CACHE="${TMPDIR:-/tmp}/smartassign-cache"
