@@ -403,6 +403,17 @@ def test_synthetic_data_can_come_from_a_folder_of_own_photos(tmp_path: Path) -> 
         build_data(DataConfig(photos=str(tmp_path / "empty")), ("rain",), seed=0)
 
 
+def test_synthetic_validation_scores_weather_only_clear_samples_stay_in_training() -> None:
+    """A clear validation pair without camera degradation would be its own target (PSNR inf, a mean of inf)."""
+    from smartassign.config import DataConfig, degradation_mix
+    from smartassign.train import build_data
+
+    data = build_data(DataConfig(degradation="wide_clear", crop=32, val_pairs=2, val_crop=32), ("rain",), seed=0)
+    assert data.train["rain"].degradation == "wide_clear"
+    assert data.val["rain"].degradation.clear_p == 0.0
+    assert data.val["rain"].degradation.rain_fine_p == degradation_mix("wide_clear").rain_fine_p
+
+
 def test_init_flag_sets_the_warm_start_and_a_missing_file_is_one_line(tmp_path, capsys):
     from smartassign.cli import main
 

@@ -53,6 +53,7 @@ from smartassign.config import (
     Experiment,
     LossConfig,
     TrainConfig,
+    degradation_mix,
     experiment_to_dict,
     model_config_from_dict,
 )
@@ -148,11 +149,13 @@ def build_data(cfg: DataConfig, tasks: tuple[str, ...], seed: int) -> TrainData:
         }
         val: dict[str, Dataset] = {}
         if cfg.val_pairs:
-            # Held-out photos: validation never scores a scene the network trained on.
+            # Held-out photos: validation never scores a scene the network trained on. It scores weather removal,
+            # so no clear samples: a clear pair without camera degradation is its own target, PSNR inf.
             held, side = clean_photos("heldout"), cfg.val_crop or cfg.final_crop
+            weather = dataclasses.replace(degradation_mix(cfg.degradation), clear_p=0.0)
             val = {
                 t: SyntheticPairs(held, t, crop=side, length=cfg.val_pairs, seed=seed, augment=False,
-                                  degradation=cfg.degradation)
+                                  degradation=weather)
                 for t in tasks
             }
         return TrainData(train, val)

@@ -12,6 +12,7 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from smartassign.config import DegradationConfig
 from smartassign.data.corpus import load_downscaled
 from smartassign.data.datasets import sample
 from smartassign.data.engine import TASKS, Task, degrade
@@ -49,7 +50,7 @@ class SyntheticPairs(Dataset):
         seed: int = 0,
         augment: bool = True,
         max_side: int = 768,
-        degradation: str = "mixed",
+        degradation: str | DegradationConfig = "mixed",
     ) -> None:
         if task not in TASKS:
             raise ConfigError(f"unknown task {task!r}; expected one of {TASKS}")
