@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
+from smartassign.config import degradation_mix
 from smartassign.data import SyntheticBatches, clean_photos
 from smartassign.errors import ConfigError
 
@@ -31,6 +34,21 @@ def test_same_step_same_batch_other_step_or_rank_differs(source):
     assert not torch.equal(a["target"], source.batch(6)["target"])
     other = SyntheticBatches(clean_photos("heldout")[:3], crop=48, batch_size=4, seed=0, rank=1, world_size=2)
     assert not torch.equal(a["target"], other.batch(5)["target"])
+
+
+def test_clear_samples_are_flagged_and_the_rest_carry_weather():
+    """``weather`` is False where the engine left the picture clear (no camera side here: input == target); the
+    others carry weather (at 32² a few streaks can miss the crop, so most, not all, differ from their target)."""
+    cfg = dataclasses.replace(
+        degradation_mix("mixed"), clear_p=0.5, blur_p=0.0, resample_p=0.0, noise_p=0.0, jpeg_p=0.0
+    )
+    b = SyntheticBatches(clean_photos("heldout")[:3], crop=32, batch_size=16, seed=0, degradation=cfg).batch(0)
+    same = (b["input"] - b["target"]).flatten(1).abs().amax(1) < 1e-6
+    assert b["weather"].dtype == torch.bool and same[~b["weather"]].all()
+    assert (~same[b["weather"]]).float().mean() >= 0.75
+    assert 2 <= int((~b["weather"]).sum()) <= 14
+    plain = SyntheticBatches(clean_photos("heldout")[:3], crop=32, batch_size=4, seed=0).batch(0)
+    assert plain["weather"].all()
 
 
 def test_batch_size_must_split_between_tasks():

@@ -71,7 +71,7 @@ def test_every_layout_reads_its_archive_tree(tmp_path, layout):
     ds = PairedDataset(tmp_path, layout, label=1)
     assert len(ds) == expected
     s = ds[0]
-    assert set(s) == {"input", "target", "label", "name"}
+    assert set(s) == {"input", "target", "label", "name", "weather"}
     assert s["input"].dtype == torch.float32 and s["input"].shape[0] == 3
     assert s["input"].shape == s["target"].shape
     assert s["label"].dtype == torch.long and s["label"].ndim == 0 and int(s["label"]) == 1

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
 from torch.utils.data import Dataset
 
+from smartassign.config import degradation_mix
 from smartassign.data.corpus import clean_photos
 from smartassign.data.mixed import BalancedBatchSampler, MixedDataset, SyntheticPairs, mixed_loader
 from smartassign.errors import ConfigError, DataError
@@ -56,6 +59,12 @@ def test_synthetic_sample_format_and_8bit_grid(photos):
     assert meta["task"] == "snow" and meta["params"]["task"] == "snow" and 0 <= meta["params"]["snow"]["amount"] <= 1
     with pytest.raises(IndexError):
         ds.generate(3)
+
+
+def test_a_clear_synthetic_sample_says_it_shows_no_weather(photos):
+    assert bool(SyntheticPairs(photos, "rain", crop=32, length=1, seed=0)[0]["weather"])
+    clear = dataclasses.replace(degradation_mix("mixed"), clear_p=1.0)
+    assert not bool(SyntheticPairs(photos, "rain", crop=32, length=1, seed=0, degradation=clear)[0]["weather"])
 
 
 def test_rain_and_snow_streams_differ_for_the_same_seed(photos):

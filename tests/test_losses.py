@@ -77,6 +77,24 @@ def test_recognition_loss_orders_good_and_bad_predictions() -> None:
     assert recognition_loss(good, labels, "ce").item() < recognition_loss(-good, labels, "ce").item()
 
 
+@pytest.mark.parametrize("kind", ["mse", "ce"])
+def test_recognition_loss_ignores_samples_without_weather(kind) -> None:
+    """A clear sample's label names the head that restores it, not weather it shows: its answer costs nothing."""
+    labels = torch.tensor([0, 1, 1, 0])
+    logits = torch.tensor([[5.0, -5.0], [-5.0, 5.0], [3.0, -3.0], [-2.0, 2.0]], requires_grad=True)
+    weather = torch.tensor([True, True, False, False])
+    masked = recognition_loss(logits, labels, kind, weather)
+    assert masked.item() == pytest.approx(recognition_loss(logits[:2], labels[:2], kind).item())
+    masked.backward()
+    assert logits.grad[2:].abs().max() == 0 and logits.grad[:2].abs().max() > 0
+    everyone = torch.ones(4, dtype=torch.bool)
+    assert recognition_loss(logits, labels, kind, everyone).item() == pytest.approx(
+        recognition_loss(logits, labels, kind).item()
+    )
+    none = recognition_loss(logits, labels, kind, torch.zeros(4, dtype=torch.bool))
+    assert none.item() == 0 and none.requires_grad
+
+
 def _atoms(spread: float, separation: float, seed: int = 0) -> dict[str, torch.Tensor]:
     """Three kinds of rows: a shared centre per kind, ``separation`` apart, with ``spread`` noise."""
     g = torch.Generator().manual_seed(seed)

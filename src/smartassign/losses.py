@@ -51,11 +51,22 @@ def sparsity_loss(pred: torch.Tensor, degraded: torch.Tensor) -> torch.Tensor:
     return F.conv2d(both, bank, groups=c).abs().mean() * 2
 
 
-def recognition_loss(logits: torch.Tensor, labels: torch.Tensor, kind: str = "mse") -> torch.Tensor:
-    """Eq. 16: squared error between predicted class probabilities and one-hot labels; or cross-entropy."""
+def recognition_loss(
+    logits: torch.Tensor, labels: torch.Tensor, kind: str = "mse", weather: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Eq. 16: squared error between predicted class probabilities and one-hot labels; or cross-entropy.
+
+    ``weather`` (B,) bool, if given, keeps only the samples that show weather: a clear sample has no true answer.
+    The mean runs over those; with none, the loss is a zero that keeps the graph.
+    """
     if kind == "ce":
-        return F.cross_entropy(logits, labels)
-    return F.mse_loss(logits.softmax(dim=-1), F.one_hot(labels, 2).to(logits.dtype))
+        per = F.cross_entropy(logits, labels, reduction="none")
+    else:
+        per = (logits.softmax(dim=-1) - F.one_hot(labels, 2).to(logits.dtype)).square().mean(dim=-1)
+    if weather is None:
+        return per.mean()
+    keep = weather.to(per.dtype)
+    return (per * keep).sum() / keep.sum().clamp(min=1)
 
 
 def contrast_literal(embeddings: dict[str, torch.Tensor], eps: float = 1e-6) -> torch.Tensor:
@@ -107,7 +118,8 @@ def select_restoration(out: Output, labels: torch.Tensor) -> torch.Tensor:
 def total_loss(out: Output, batch: dict[str, torch.Tensor], cfg: LossConfig) -> dict[str, torch.Tensor]:
     """Eq. 19. Returns the named, unweighted terms and their weighted sum under ``"total"``.
 
-    ``batch`` holds ``input`` and ``target`` ``(B, 3, H, W)`` and ``label`` ``(B,)``.
+    ``batch`` holds ``input`` and ``target`` ``(B, 3, H, W)``, ``label`` ``(B,)`` and, optionally, ``weather``
+    ``(B,)`` (see :func:`recognition_loss`).
     """
     degraded, target, labels = batch["input"], batch["target"], batch["label"]
     pred = select_restoration(out, labels).float()
@@ -118,7 +130,7 @@ def total_loss(out: Output, batch: dict[str, torch.Tensor], cfg: LossConfig) -> 
         "sparsity": sparsity_loss(pred, degraded.float()),
     }
     if out.logits is not None:
-        terms["recog"] = recognition_loss(out.logits.float(), labels, cfg.recog)
+        terms["recog"] = recognition_loss(out.logits.float(), labels, cfg.recog, batch.get("weather"))
     if out.embeddings:
         emb = {k: v.float() for k, v in out.embeddings.items()}
         terms["contra"] = (

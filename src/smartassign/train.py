@@ -276,10 +276,13 @@ def train_step(
     inputs = batch["input"].to(device, non_blocking=True).contiguous(memory_format=fmt)
     target = batch["target"].to(device, non_blocking=True)
     labels = batch["label"].to(device, non_blocking=True)
+    loss_batch = {"input": inputs, "target": target, "label": labels}
+    if "weather" in batch:
+        loss_batch["weather"] = batch["weather"].to(device, non_blocking=True)
     autocast = torch.autocast(device.type, dtype=autocast_dtype) if autocast_dtype else contextlib.nullcontext()
     with autocast:
         out = model(inputs)
-    terms = total_loss(out, {"input": inputs, "target": target, "label": labels}, loss_cfg)
+    terms = total_loss(out, loss_batch, loss_cfg)
     names = list(terms)
     values = torch.stack([terms[k].detach().float() for k in names])
     finite = torch.isfinite(values).all().to(torch.int32)

@@ -24,7 +24,8 @@ _S_CROP = 11  # hash stream of the clean side (the engine uses streams below 10 
 
 
 class SyntheticBatches:
-    """Balanced rain + snow batches ``{"input", "target", "label"}`` on ``device`` from a cache of photos."""
+    """Balanced rain + snow batches ``{"input", "target", "label", "weather"}`` on ``device`` from a cache of
+    photos (``weather``: False where the engine left the sample clear, see :func:`smartassign.data.sample`)."""
 
     def __init__(
         self,
@@ -104,17 +105,19 @@ class SyntheticBatches:
         return x.clamp(0, 1)
 
     def batch(self, step: int) -> dict[str, Any]:
-        """Batch ``step``: degraded ``input`` and clean ``target`` on the 8-bit grid, ``label`` (B,)."""
+        """Batch ``step``: degraded ``input`` and clean ``target`` on the 8-bit grid, ``label`` and ``weather`` (B,)."""
         seeds = self.seeds(step)
         target = self.clean(seeds, self.crop_at(step))
         target = torch.round(target * 255) / 255
         per = self.batch_size // len(self.tasks)
         tasks = [t for t in self.tasks for _ in range(per)]
-        degraded, _ = degrade(target, tasks, cfg=self.cfg, seeds=seeds)
+        degraded, params = degrade(target, tasks, cfg=self.cfg, seeds=seeds)
+        clear = params.get("clear", torch.zeros(len(tasks), dtype=torch.bool))
         return {
             "input": torch.round(degraded * 255) / 255,
             "target": target,
             "label": self.labels.repeat_interleave(per),
+            "weather": ~clear.to(self.device),
         }
 
 

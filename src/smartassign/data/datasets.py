@@ -278,13 +278,16 @@ def augment_pair(
     return a, b
 
 
-def sample(input_: np.ndarray, target: np.ndarray, label: int, name: str) -> dict[str, Any]:
-    """The sample dict every dataset returns: input/target (3, H, W) float32, label () int64, name."""
+def sample(input_: np.ndarray, target: np.ndarray, label: int, name: str, weather: bool = True) -> dict[str, Any]:
+    """The sample dict every dataset returns: input/target (3, H, W) float32, label () int64, name, and weather
+    () bool: False for a synthetic sample the engine left clear (``clear_p``), whose label the recognition loss
+    ignores — it names the head that restores it, not weather it shows."""
     return {
         "input": to_tensor(input_),
         "target": to_tensor(target),
         "label": torch.tensor(label, dtype=torch.long),
         "name": name,
+        "weather": torch.tensor(weather),
     }
 
 

@@ -114,8 +114,8 @@ class SyntheticPairs(Dataset):
         return degraded.astype(np.float32), clean, meta
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        degraded, clean, _ = self.generate(index)
-        return sample(degraded, clean, self.label, f"{self.task}-{index:06d}")
+        degraded, clean, meta = self.generate(index)
+        return sample(degraded, clean, self.label, f"{self.task}-{index:06d}", not meta["params"].get("clear", False))
 
 
 def _plain(params: dict[str, Any]) -> dict[str, Any]:
