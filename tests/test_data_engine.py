@@ -14,6 +14,7 @@ from skimage import data as skdata
 from smartassign.config import DEGRADATION_MIXES, DegradationConfig, degradation_mix
 from smartassign.data.engine import (
     _aperture_kernels,
+    _streak_kernels,
     add_rain,
     add_snow,
     camera,
@@ -66,7 +67,8 @@ def test_generator_draws_reproducible_seeds(clean):
 
 
 @pytest.mark.parametrize(
-    "mix", ["mixed", "broad", "wide", "wide_lens", "wide_all", "wide_near", "wide_haze", "wide_fine", "wide_clear"]
+    "mix", ["mixed", "broad", "wide", "wide_lens", "wide_all", "wide_near", "wide_haze", "wide_fine", "wide_clear",
+            "wide_rain"]
 )
 @pytest.mark.parametrize("task", ["rain", "snow"])
 def test_batched_and_one_by_one_are_identical(task, mix, clean):
@@ -414,6 +416,60 @@ def test_clear_samples_carry_no_weather_and_leave_the_others_alone(task, clean):
     assert degrade_mix_clear_share("wide_clear") == pytest.approx(0.15, abs=0.04)
     with pytest.raises(ConfigError, match="clear_p"):
         DegradationConfig(clear_p=1.5)
+
+
+def test_streak_profile_power_flattens_the_core_and_fade_sets_the_ends():
+    """Power 2 and fade 0.6 are the default kernel; a larger power gives a flat core with a hard edge (more of the
+    cross-section near the peak, less in the tails); fade 0 a line as bright at its ends as in its middle."""
+    n, size = 3, 41
+    length, width, angle = torch.full((n,), 24.0), torch.full((n,), 2.0), torch.zeros(n)
+    default = _streak_kernels(length, width, angle, size)
+    same = _streak_kernels(length, width, angle, size, torch.full((n,), 2.0), torch.full((n,), 0.6))
+    assert torch.allclose(default, same, atol=1e-6)
+    hard = _streak_kernels(length, width, angle, size, torch.full((n,), 10.0), torch.full((n,), 0.6))
+    c = size // 2
+    across_soft, across_hard = default[0, c], hard[0, c]  # the row through the centre crosses the vertical streak
+    assert (across_hard > 0.9).sum() > (across_soft > 0.9).sum()
+    assert across_hard[c + 4 :].sum() < across_soft[c + 4 :].sum()  # hard edge: less light beyond 2 widths
+    flat = _streak_kernels(length, width, angle, size, torch.full((n,), 2.0), torch.zeros(n))
+    end, mid = c + 10, c  # 10 px from the middle of a 24 px streak, along the column
+    assert flat[0, end, c] / flat[0, mid, c] > 0.95
+    assert default[0, end, c] / default[0, mid, c] < 0.7
+
+
+def test_additive_rain_equals_screen_on_black_and_brightens_bright_scenes():
+    """Linear dodge and screen agree on a black scene and differ on a bright one (added light saturates it);
+    about ``rain_additive_p`` of the samples take it; shape breadth off keeps every pixel."""
+    seeds = torch.arange(40)
+    base = dataclasses.replace(WEATHER_ONLY, rain_veil_p=0.0, amount=(0.8, 1.0))
+    assert torch.equal(
+        add_rain(torch.full((4, 3, 32, 32), 0.5), seeds[:4], base)[0],
+        add_rain(torch.full((4, 3, 32, 32), 0.5), seeds[:4], dataclasses.replace(base, rain_end_fade=(0.6, 0.6)))[0],
+    )
+    black, bright = torch.zeros(40, 3, 48, 48), torch.full((40, 3, 48, 48), 0.7)
+    add = dataclasses.replace(base, rain_additive_p=0.5)
+    screen_black, _ = add_rain(black, seeds, base)
+    add_black, params = add_rain(black, seeds, add)
+    assert torch.allclose(screen_black, add_black, atol=1e-6)
+    on = params["additive"].bool()
+    assert 10 <= int(on.sum()) <= 30
+    screen_bright, _ = add_rain(bright, seeds, base)
+    add_bright, _ = add_rain(bright, seeds, add)
+    assert torch.equal(add_bright[~on], screen_bright[~on])
+    assert (add_bright[on] >= screen_bright[on] - 1e-6).all()
+    assert (add_bright[on] - screen_bright[on]).amax() > 0.1
+    for bad in ({"rain_profile_power": (0.5, 2.0)}, {"rain_end_fade": (0.2, 1.5)}, {"rain_additive_p": -0.1}):
+        with pytest.raises(ConfigError, match="rain_profile_power"):
+            DegradationConfig(**bad)
+
+
+def test_wide_rain_draws_varied_streak_shapes(clean):
+    """The shape knobs of `wide_rain` change its rain, not its snow: its snow is `wide_clear`'s pixel for pixel."""
+    seeds = [3, 4, 5, 6]
+    assert torch.equal(degrade(clean, "snow", seeds=seeds, cfg="wide_rain")[0],
+                       degrade(clean, "snow", seeds=seeds, cfg="wide_clear")[0])  # fmt: skip
+    assert not torch.equal(degrade(clean, "rain", seeds=seeds, cfg="wide_rain")[0],
+                           degrade(clean, "rain", seeds=seeds, cfg="wide_clear")[0])  # fmt: skip
 
 
 def degrade_mix_clear_share(mix: str) -> float:

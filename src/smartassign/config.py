@@ -224,6 +224,14 @@ class DegradationConfig:
     rain_fine_density: tuple[float, float] = (5e-3, 4e-2)
     rain_fine_length_px: tuple[float, float] = (3.0, 14.0)
     rain_fine_brightness: tuple[float, float] = (0.08, 0.35)
+    # Streak shape breadth, drawn per streak group: the cross-section exponent (log-uniform; 2 = Gaussian, 8 = a
+    # flat core with a hard edge, as a box motion-blur kernel or a drawn capsule gives) and how much dimmer the
+    # ends are than the middle (uniform; 0 = a uniform line, 0.6 = the default fade). The defaults keep every pixel.
+    rain_profile_power: tuple[float, float] = (2.0, 2.0)
+    rain_end_fade: tuple[float, float] = (0.6, 0.6)
+    # With probability ``rain_additive_p`` the streak light is added to the scene (linear dodge, clipped) instead
+    # of screened on: bright areas under a streak go to white rather than barely brighten.
+    rain_additive_p: float = 0.0
     # snow: three size classes (radius lo, hi px; density lo, hi per 1e4 px at amount 0 and 1; presence p)
     snow_far: tuple[float, float, float, float, float] = (0.5, 1.2, 20.0, 300.0, 0.9)
     snow_mid: tuple[float, float, float, float, float] = (1.2, 3.5, 3.0, 60.0, 0.9)
@@ -311,6 +319,13 @@ class DegradationConfig:
                 f"degradation: rain_fine_p must be in [0, 1] and rain_fine_density, rain_fine_length_px ranges of "
                 f"positive numbers, got {self.rain_fine_p}, {self.rain_fine_density}, {self.rain_fine_length_px}"
             )
+        if not (1.0 <= self.rain_profile_power[0] <= self.rain_profile_power[1]
+                and 0 <= self.rain_end_fade[0] <= self.rain_end_fade[1] <= 1 and 0 <= self.rain_additive_p <= 1):
+            raise ConfigError(
+                f"degradation: rain_profile_power must be 1 <= lo <= hi, rain_end_fade a range within [0, 1] and "
+                f"rain_additive_p in [0, 1], got {self.rain_profile_power}, {self.rain_end_fade}, "
+                f"{self.rain_additive_p}"
+            )
         if not 0 < self.snow_glow[0] <= self.snow_glow[1]:
             raise ConfigError(f"degradation: snow_glow radius must be 0 < lo <= hi, got {self.snow_glow[:2]}")
         if self.rain_sublayers < 1 or self.snow_shapes < 1 or not self.resample_factors:
@@ -358,6 +373,19 @@ DEGRADATION_MIXES: dict[str, DegradationConfig] = {
     "wide_fine": replace(_WIDE_HAZE, rain_fine_p=0.4),
     # `wide_fine` plus clear samples (clear_p 0.15): without them the network darkens clear pictures (run #20).
     "wide_clear": replace(_WIDE_HAZE, rain_fine_p=0.4, clear_p=0.15),
+    # `wide_clear` plus streak-shape breadth (ledger run #21: two sessions on `wide_clear` pulled the rain head toward
+    # the engine's one streak shape and lost unseen rain): flat-cored hard-edged to Gaussian cross-sections, uniform
+    # to faded ends, short drops from 4 px, six streak groups per layer, added light as well as screened.
+    "wide_rain": replace(
+        _WIDE_HAZE,
+        rain_fine_p=0.4,
+        clear_p=0.15,
+        rain_profile_power=(2.0, 10.0),
+        rain_end_fade=(0.0, 0.7),
+        rain_additive_p=0.4,
+        rain_length_px=(4.0, 60.0),
+        rain_sublayers=6,
+    ),
 }
 
 

@@ -7,7 +7,9 @@ The image-formation models are those the public benchmark sets were made with:
   1–4 streak layers at different depths; each layer is a few sub-layers of motion-blurred drops whose length,
   width, angle and brightness jitter around the layer's own; near layers are longer, thicker and defocused.
   Rain screens light onto the scene, so a streak is never darker than what it covers; optionally
-  (``rain_refract_p``) drops are composited over it in the colour they refract, and can be darker.
+  (``rain_refract_p``) drops are composited over it in the colour they refract, and can be darker. Optional shape
+  breadth: hard-edged, flat-cored or uniform streaks (``rain_profile_power``, ``rain_end_fade``), and light added
+  rather than screened (``rain_additive_p``).
 * Snow (Snow100K, SRRS, CSD): ``O = (J·t + A·(1−t))·(1−M) + C·M``. The flake matte ``M`` stacks layers of three
   size classes (far dust, mid flakes, large near flakes) with irregular outlines, translucency, out-of-focus
   (bokeh) near flakes and wind-streaked flakes. Optional breadth: a dense speckle class, turbulent clustering, and
@@ -46,6 +48,7 @@ _S_REFRACT_PARAM = 22  # refracting rain drops
 _S_NEAR_PARAM = 24  # veil in front of the nearest surface
 _S_FINE_PARAM, _S_FINE_JITTER, _S_FINE_SEEDS = 26, 9200, 9100  # fine rain: its table, streak jitter, drops
 _S_CLEAR_PARAM = 28  # samples left without weather
+_S_SHAPE_PARAM, _S_SHAPE_JITTER = 30, 9300  # streak shape breadth: blend mode (per sample), profile (per group)
 
 
 # ----------------------------------------------------------------------------- randomness
@@ -138,17 +141,33 @@ def _fft_conv(maps: torch.Tensor, kernels: torch.Tensor) -> torch.Tensor:
     return out[:, c : c + h, c : c + w]
 
 
-def _streak_kernels(length: torch.Tensor, width: torch.Tensor, angle: torch.Tensor, size: int) -> torch.Tensor:
+def _streak_kernels(
+    length: torch.Tensor,
+    width: torch.Tensor,
+    angle: torch.Tensor,
+    size: int,
+    power: torch.Tensor | None = None,
+    fade: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Motion-blurred drops ``(N, size, size)``, peak 1: a segment of ``length`` px at ``angle`` (rad from vertical),
-    Gaussian cross-section of ``width`` px, bright mid-exposure and fading at the ends."""
+    cross-section ``exp(−½·|d/width|^power)`` (``power`` 2, the default, a Gaussian; larger, a flat core with a
+    hard edge, the ends sharpened alike), brightness ``1 − fade·(2s/length)²`` along it (``fade`` 0.6 by default:
+    bright mid-exposure, dimmer ends; 0, a uniform line)."""
     x, y = _grid(size, length.device)
     s, c = torch.sin(angle)[:, None, None], torch.cos(angle)[:, None, None]
     along = x * s + y * c
     across = x * c - y * s
     half = (length / 2).clamp(min=0.5)[:, None, None]
     w = width.clamp(min=0.3)[:, None, None]
-    body = torch.sigmoid(2.0 * (half - along.abs()))  # soft ends, anti-aliased at any angle
-    profile = torch.exp(-0.5 * (across / w) ** 2) * (1.0 - 0.6 * (along / half).clamp(-1, 1) ** 2)
+    if power is None:
+        body = torch.sigmoid(2.0 * (half - along.abs()))  # soft ends, anti-aliased at any angle
+        cross = torch.exp(-0.5 * (across / w) ** 2)
+    else:
+        pw = power[:, None, None]
+        body = torch.sigmoid(pw * (half - along.abs()))
+        cross = torch.exp(-0.5 * (across.abs() / w) ** pw)
+    f = 0.6 if fade is None else fade[:, None, None]
+    profile = cross * (1.0 - f * (along / half).clamp(-1, 1) ** 2)
     k = body * profile
     return k / k.amax(dim=(1, 2), keepdim=True).clamp(min=1e-6)
 
@@ -375,6 +394,7 @@ def add_rain(clean: torch.Tensor, seeds: torch.Tensor, cfg: DegradationConfig) -
     beta = torch.where(has_veil, p.log_between(cfg.rain_veil_beta), torch.zeros(b, device=dev))
     beta = beta * (0.3 + 0.7 * amount)
     ksize = int(2 * math.ceil(cfg.rain_length_px[1] * scale_bound(h, w, cfg) * 1.3 / 2) + 5)
+    shaped = cfg.rain_profile_power != (2.0, 2.0) or cfg.rain_end_fade != (0.6, 0.6)
     streaks = torch.zeros(b, h, w, device=dev)
     for layer in range(n_layers):
         z = (layer + 0.5 + 0.6 * (p.next() - 0.5)) / n_layers  # 0 near, 1 far; one stratum per layer
@@ -393,7 +413,13 @@ def add_rain(clean: torch.Tensor, seeds: torch.Tensor, cfg: DegradationConfig) -
         k_len = (length[:, None] * (0.7 + 0.6 * jit[..., 0])).reshape(-1)
         k_wid = ((width[:, None] * (0.7 + 0.6 * jit[..., 1])) + (defocus * s)[:, None]).reshape(-1)
         k_ang = (layer_angle[:, None] + torch.deg2rad(cfg.rain_angle_jitter_deg * (jit[..., 2] - 0.5) * 2)).reshape(-1)
-        kernels = _streak_kernels(k_len, k_wid, k_ang, ksize)
+        k_pow = k_fade = None
+        if shaped:  # per-group profile from its own stream, so mixes without it keep their pixels
+            sj = uniform(seeds, _S_SHAPE_JITTER + 10 * layer, (subs, 2), dev)
+            lo, hi = cfg.rain_profile_power
+            k_pow = (lo * (hi / lo) ** sj[..., 0]).reshape(-1)  # log-uniform
+            k_fade = (cfg.rain_end_fade[0] + (cfg.rain_end_fade[1] - cfg.rain_end_fade[0]) * sj[..., 1]).reshape(-1)
+        kernels = _streak_kernels(k_len, k_wid, k_ang, ksize, k_pow, k_fade)
         amp = 0.75 + 0.5 * jit[..., 3]  # per-group brightness
         rendered = _drop_groups(seeds, _S_SEEDS + 100 * layer, density / subs, kernels, subs, h, w).clamp(0, 1)
         rendered = rendered * amp[:, :, None, None]
@@ -406,6 +432,11 @@ def add_rain(clean: torch.Tensor, seeds: torch.Tensor, cfg: DegradationConfig) -
         streaks = 1 - (1 - streaks) * (1 - fine)
     veiled = _veil(clean, seeds, p, cfg, light, beta)
     out = 1 - (1 - veiled) * (1 - streaks[:, None] * light[:, :, None, None])
+    if cfg.rain_additive_p > 0:
+        # Linear dodge: streak light added, not screened, so it saturates bright areas to white.
+        additive = _Params(seeds, dev, _S_SHAPE_PARAM).chance(cfg.rain_additive_p)
+        out = torch.where(additive[:, None, None, None], veiled + streaks[:, None] * light[:, :, None, None], out)
+        params["additive"] = additive.float()
     if cfg.rain_refract_p > 0:
         r = _Params(seeds, dev, _S_REFRACT_PARAM)  # its own table: mixes without it keep their pixels
         refract = r.chance(cfg.rain_refract_p)
