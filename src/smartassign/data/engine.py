@@ -431,11 +431,12 @@ def add_rain(clean: torch.Tensor, seeds: torch.Tensor, cfg: DegradationConfig) -
         fine, params["fine"] = _fine_rain(seeds, cfg, s, angle, h, w)
         streaks = 1 - (1 - streaks) * (1 - fine)
     veiled = _veil(clean, seeds, p, cfg, light, beta)
-    out = 1 - (1 - veiled) * (1 - streaks[:, None] * light[:, :, None, None])
+    lit = streaks[:, None] * light[:, :, None, None]
+    out = 1 - (1 - veiled) * (1 - lit)
     if cfg.rain_additive_p > 0:
         # Linear dodge: streak light added, not screened, so it saturates bright areas to white.
         additive = _Params(seeds, dev, _S_SHAPE_PARAM).chance(cfg.rain_additive_p)
-        out = torch.where(additive[:, None, None, None], veiled + streaks[:, None] * light[:, :, None, None], out)
+        out = torch.where(additive[:, None, None, None], veiled + lit, out)
         params["additive"] = additive.float()
     if cfg.rain_refract_p > 0:
         r = _Params(seeds, dev, _S_REFRACT_PARAM)  # its own table: mixes without it keep their pixels
